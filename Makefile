@@ -1,0 +1,30 @@
+# ffs_ros developer entry points. `make demo` and `make test` work on a fresh clone.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU wheel (an unpinned torch pulls GBs of CUDA packages).
+$(STAMP): requirements.txt setup.py
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/ffs-ros demo --out out/demo
+
+test: venv
+	$(VPY) -m pytest -q test
+
+bench: venv
+	$(VENV)/bin/ffs-ros bench --size 640x480
+
+clean:
+	rm -rf $(VENV) out build install log *.egg-info
