@@ -1,0 +1,264 @@
+"""stereo_node: rectified stereo pairs in; disparity, depth and point clouds out.
+
+ROS wiring only; the processing lives in ffs_ros.pipeline (tested without ROS):
+- subscriptions (executor thread): left/right image_rect go through StereoSynchronizer; the
+  camera infos are only cached (latest per side), never part of the sync. A synchronized pair is
+  checked for what needs topics or time (camera_info not yet received, stamps going backwards)
+  and handed to the LatestWorker, which returns at once;
+- the worker thread runs StereoPipeline.process for the newest pair only (older waiting pairs are
+  dropped and counted) and publishes the outputs someone subscribes to;
+- a timer publishes /diagnostics (~1 Hz) from NodeHealth.
+Bad input never crashes the node: a throttled log line naming the problem and the fix, a
+diagnostics ERROR, the frame dropped, the next good pair processed.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from typing import Optional
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import (QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
+                       qos_profile_system_default)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from stereo_msgs.msg import DisparityImage
+
+from ..inference import StereoMatcher, load_matcher
+from ..pipeline import InputError, StereoPipeline, Wanted
+from . import params as P
+from .diagnostics import HealthConfig, NodeHealth, to_msg
+from .sync import LEFT, RIGHT, StereoSynchronizer, stamp_ns
+from .worker import LatestWorker
+
+
+def make_qos(kind: str, depth: int) -> QoSProfile:
+    """QoS profile for a `input_qos`/`output_qos` parameter value."""
+    if kind == 'sensor_data':
+        q = QoSProfile(depth=depth)
+        q.reliability = qos_profile_sensor_data.reliability
+        q.durability = qos_profile_sensor_data.durability
+        q.history = qos_profile_sensor_data.history
+        return q
+    if kind == 'reliable':
+        return QoSProfile(depth=depth, reliability=QoSReliabilityPolicy.RELIABLE)
+    if kind == 'best_effort':
+        return QoSProfile(depth=depth, reliability=QoSReliabilityPolicy.BEST_EFFORT)
+    if kind == 'system_default':
+        return qos_profile_system_default
+    raise ValueError(f'unknown QoS {kind!r}; choose one of {", ".join(P.QOS_CHOICES)}')
+
+
+def build_matcher(values: dict, logger=None) -> StereoMatcher:
+    """The matcher the parameters ask for (raises ParamError with the reason when impossible)."""
+    backend = values['backend']
+    model = values['model'] or None
+    options = {'max_disparity': int(round(values['max_disparity']))}
+    device = values['device'] or None
+    try:
+        return load_matcher(model, backend=backend, device=device, **options)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+        if backend == 'auto' and model is None:
+            if logger is not None:
+                logger.warning(f"backend 'auto': no default model available ({e}); using "
+                               f"'{P.AUTO_FALLBACK_BACKEND}' (set backend explicitly to silence this)")
+            return load_matcher(None, backend=P.AUTO_FALLBACK_BACKEND, **options)
+        raise P.ParamError(f'cannot load backend {backend!r}'
+                           + (f' with model {values["model"]!r}' if model else '') + f': {e}') from e
+
+
+class StereoNode(Node):
+    """The stereo node. `matcher` may be injected (tests, demo); otherwise built from parameters.
+
+    Raises ParamError from the constructor when the parameters are unusable.
+    """
+
+    def __init__(self, node_name: str = 'stereo_node', *, matcher: Optional[StereoMatcher] = None,
+                 **node_kwargs) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self.values = P.declare(self)
+        unknown = sorted(set(self._parameter_overrides) - set(P.SPEC_BY_NAME) - {'use_sim_time'})
+        if unknown:
+            self.get_logger().warning(f'ignoring unknown parameters {unknown} (typo in the params file?); '
+                                      f'known: {", ".join(P.SPEC_BY_NAME)}')
+        v = self.values
+        self.matcher = matcher if matcher is not None else build_matcher(v, self.get_logger())
+        try:
+            self.pipeline = StereoPipeline(self.matcher, P.pipeline_config(v))
+        except ValueError as e:
+            raise P.ParamError(str(e)) from e
+        info = self.matcher.info
+        self.health = NodeHealth(HealthConfig(
+            node_name=self.get_name(), hardware_id=self.get_fully_qualified_name(),
+            expected_rate=v['expected_rate'], rate_tolerance=v['rate_tolerance'],
+            window=v['diagnostics_window_seconds'], no_pairs_timeout=v['no_pairs_timeout_seconds'],
+            stale_age=v['stale_age_seconds']))
+        self.health.model_values = {
+            'backend': info.backend, 'device': info.device, 'model': info.model,
+            'network resolution': (f'{info.resolution[1]}x{info.resolution[0]}' if info.resolution
+                                   else 'any (native)')}
+        self._log_last: dict[str, float] = {}
+        self._last_stamp = [None, None]
+        self._infos: list[Optional[CameraInfo]] = [None, None]
+        self.bad_frames = 0
+
+        qin = make_qos(v['input_qos'], v['queue_size'])
+        qout = make_qos(v['output_qos'], 1)
+        self._sync = StereoSynchronizer(self._on_pair, queue_size=v['queue_size'],
+                                        approximate=v['approximate_sync'],
+                                        tolerance=v['approximate_sync_tolerance_seconds'])
+        self.sub_left = self.create_subscription(Image, 'left/image_rect', lambda m: self._on_image(LEFT, m), qin)
+        self.sub_right = self.create_subscription(Image, 'right/image_rect', lambda m: self._on_image(RIGHT, m), qin)
+        self.sub_left_info = self.create_subscription(CameraInfo, 'left/camera_info',
+                                                      lambda m: self._on_info(LEFT, m), qin)
+        self.sub_right_info = self.create_subscription(CameraInfo, 'right/camera_info',
+                                                       lambda m: self._on_info(RIGHT, m), qin)
+        self.pub_disparity = self.create_publisher(DisparityImage, 'disparity', qout)
+        self.pub_depth = self.create_publisher(Image, 'depth/image_rect', qout)
+        self.pub_depth_info = self.create_publisher(CameraInfo, 'depth/camera_info', qout)
+        self.pub_points = self.create_publisher(PointCloud2, 'points2', qout)
+        self.pub_color = self.create_publisher(Image, 'disparity/color', qout)
+        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._worker = LatestWorker(self._process, self._on_worker_error, name=f'{self.get_name()}-worker')
+        self._diag_timer = self.create_timer(v['diagnostics_period_seconds'], self.publish_diagnostics)
+        self.get_logger().info(
+            f'{info.backend} on {info.device} ({info.model}); sync '
+            f'{"approximate %.3f s" % v["approximate_sync_tolerance_seconds"] if v["approximate_sync"] else "exact"}'
+            f', input QoS {v["input_qos"]}, output QoS {v["output_qos"]}; listening on '
+            f'{self.sub_left.topic_name}, {self.sub_right.topic_name}')
+
+    # ---------------- executor thread ----------------
+    def _on_info(self, side: int, msg: CameraInfo) -> None:
+        self._infos[side] = msg
+
+    def _on_image(self, side: int, msg: Image) -> None:
+        t = stamp_ns(msg)
+        last = self._last_stamp[side]
+        self._last_stamp[side] = t
+        if last is not None and t < last:
+            topic = (self.sub_left if side == LEFT else self.sub_right).topic_name
+            self._sync.clear()  # waiting images belong to the old timeline
+            self.report_bad_input(
+                'stamps_backwards',
+                f'header stamp on {topic} went backwards by {(last - t) / 1e9:.3f} s',
+                'a looping bag or a restarted camera driver? (with rosbag use --clock and '
+                'use_sim_time); the node resynchronizes on the new timeline')
+            return
+        self._sync.add(side, msg)
+
+    def _on_pair(self, left: Image, right: Image) -> None:
+        self.health.pair_received()
+        for side, sub in ((LEFT, self.sub_left_info), (RIGHT, self.sub_right_info)):
+            if self._infos[side] is None:
+                self.report_bad_input(
+                    f'no_info_{side}', f'camera_info not yet received on {sub.topic_name}',
+                    f'publish sensor_msgs/CameraInfo on {sub.topic_name} (or remap '
+                    f'{"left" if side == LEFT else "right"}/camera_info to your camera\'s info topic; '
+                    f'check its QoS)')
+                return
+        self._worker.submit((left, right, self._infos[LEFT], self._infos[RIGHT]))
+
+    def publish_diagnostics(self) -> None:
+        statuses = self.health.report(sync_failures=self._sync.sync_failures, dropped=self._worker.dropped)
+        self.pub_diag.publish(to_msg(statuses, self.get_clock().now().to_msg()))
+
+    # ---------------- any thread ----------------
+    def report_bad_input(self, key: str, problem: str, fix: str) -> None:
+        """Count, mark diagnostics ERROR and log (at most once per log_throttle_seconds per problem)."""
+        self.bad_frames += 1
+        self.health.bad_input(problem)
+        now = time.monotonic()
+        if now - self._log_last.get(key, -1e18) >= self.values['log_throttle_seconds']:
+            self._log_last[key] = now
+            self.get_logger().error(f'{problem}; fix: {fix} (frame dropped)')
+
+    # ---------------- worker thread ----------------
+    def wanted(self) -> Wanted:
+        """Which outputs have subscribers right now."""
+        return Wanted(disparity=self.pub_disparity.get_subscription_count() > 0,
+                      depth=(self.pub_depth.get_subscription_count() > 0
+                             or self.pub_depth_info.get_subscription_count() > 0),
+                      cloud=self.pub_points.get_subscription_count() > 0,
+                      color=self.pub_color.get_subscription_count() > 0)
+
+    def _process(self, item) -> None:
+        left, right, linfo, rinfo = item
+        wanted = self.wanted()
+        if not (wanted.disparity or wanted.depth or wanted.cloud or wanted.color):
+            return  # nobody listens: do not spend the matcher on it
+        try:
+            out = self.pipeline.process(left, right, linfo, rinfo, wanted)
+        except InputError as e:
+            self.report_bad_input(e.problem, e.problem, e.fix)
+            return
+        t0 = time.perf_counter()
+        if out.disparity is not None:
+            self.pub_disparity.publish(out.disparity)
+        if out.depth is not None:
+            self.pub_depth.publish(out.depth)
+        if out.depth_info is not None:
+            self.pub_depth_info.publish(out.depth_info)
+        if out.cloud is not None:
+            self.pub_points.publish(out.cloud)
+        if out.disparity_color is not None:
+            self.pub_color.publish(out.disparity_color)
+        timings = dict(out.timings)
+        timings['publish'] = (time.perf_counter() - t0) * 1e3
+        now_ns = self.get_clock().now().nanoseconds
+        age = (now_ns - stamp_ns(left)) / 1e9
+        self.health.published(timings, age, (left.height, left.width))
+
+    def _on_worker_error(self, exc: BaseException, item) -> None:
+        problem = f'{type(exc).__name__}: {exc}'
+        self.health.processing_error(problem)
+        now = time.monotonic()
+        if now - self._log_last.get('internal', -1e18) >= self.values['log_throttle_seconds']:
+            self._log_last['internal'] = now
+            self.get_logger().error('processing failed (frame dropped; please report this with the '
+                                    'traceback):\n' + ''.join(traceback.format_exception(exc)))
+
+    # ---------------- lifecycle ----------------
+    @property
+    def dropped(self) -> int:
+        """Pairs replaced by newer ones before the worker got to them."""
+        return self._worker.dropped
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        return self._worker.wait_idle(timeout)
+
+    def destroy_node(self) -> None:
+        self._worker.stop()
+        try:
+            self.matcher.close()
+        finally:
+            super().destroy_node()
+
+
+def main(argv=None) -> int:
+    """Entry point of `stereo_node` / `ros2 run ffs_ros stereo_node`."""
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = StereoNode()
+    except P.ParamError as e:
+        print(f'stereo_node: {e}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Pairing of left/right images by header stamp (exact or approximate).
+
+Why this exists: on a ROS distro `message_filters` provides TimeSynchronizer and
+ApproximateTimeSynchronizer, but there is no ROS 2 message_filters for pip installs (PyPI has
+none; Debian's python3-message-filters is the ROS 1 package and imports rospy). The node only
+ever pairs TWO topics (camera infos are cached, not synchronized), so a small synchronizer of our
+own with the same semantics is simpler than two code paths, behaves identically on both install
+styles, and reports the numbers diagnostics need (sync failures = images that never found a
+partner). It is used whether or not message_filters is importable.
+
+Semantics (as message_filters):
+- exact: a pair is emitted when a left and a right image carry the identical stamp;
+- approximate: a pair is emitted when the stamps differ by at most `tolerance` seconds
+  (the partner with the closest stamp is chosen; `approximate_sync_tolerance_seconds`, the
+  `slop` of ApproximateTimeSynchronizer);
+- each side keeps at most `queue_size` unpaired messages (oldest evicted first);
+- after a pair is emitted, every waiting message not newer than the pair is discarded (it can
+  no longer form a newer pair; the node always wants the newest pair).
+Not thread-safe by itself: call `add` from one thread (the executor's callbacks), or hold a lock.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+LEFT, RIGHT = 0, 1
+
+
+def stamp_ns(msg: Any) -> int:
+    """Header stamp of a ROS message in integer nanoseconds."""
+    s = msg.header.stamp
+    return int(s.sec) * 1_000_000_000 + int(s.nanosec)
+
+
+class StereoSynchronizer:
+    """Pair left and right messages by stamp and call `callback(left, right)` for each pair."""
+
+    def __init__(self, callback: Callable[[Any, Any], None], queue_size: int = 5,
+                 approximate: bool = False, tolerance: float = 0.0,
+                 stamp: Callable[[Any], int] = stamp_ns) -> None:
+        if queue_size < 1:
+            raise ValueError(f'queue_size must be >= 1, got {queue_size}')
+        if tolerance < 0:
+            raise ValueError(f'tolerance must be >= 0 s, got {tolerance}')
+        self._callback = callback
+        self._stamp = stamp
+        self.queue_size = int(queue_size)
+        self.approximate = bool(approximate)
+        self.tolerance_ns = int(round(tolerance * 1e9)) if approximate else 0
+        # per side: deque of (stamp_ns, msg), kept sorted by arrival (normally = stamp order)
+        self._queues: tuple[deque, deque] = (deque(), deque())
+        self.pairs = 0
+        self.unmatched = [0, 0]   # messages discarded without a partner, per side
+
+    @property
+    def sync_failures(self) -> int:
+        """Images that were discarded without ever being paired (both sides)."""
+        return self.unmatched[LEFT] + self.unmatched[RIGHT]
+
+    def queued(self, side: int) -> int:
+        """Number of unpaired messages waiting on `side` (never more than queue_size)."""
+        return len(self._queues[side])
+
+    def add_left(self, msg: Any) -> None:
+        self.add(LEFT, msg)
+
+    def add_right(self, msg: Any) -> None:
+        self.add(RIGHT, msg)
+
+    def clear(self) -> None:
+        """Forget every waiting message (e.g. after time jumped backwards); counted as unmatched."""
+        for side in (LEFT, RIGHT):
+            self.unmatched[side] += len(self._queues[side])
+            self._queues[side].clear()
+
+    def add(self, side: int, msg: Any) -> None:
+        """Offer one message from `side` (LEFT or RIGHT); may call the callback once."""
+        t = self._stamp(msg)
+        other = self._queues[1 - side]
+        best = None
+        best_dt = None
+        for i, (to, _) in enumerate(other):
+            dt = abs(to - t)
+            if dt <= self.tolerance_ns and (best_dt is None or dt < best_dt):
+                best, best_dt = i, dt
+        if best is None:
+            mine = self._queues[side]
+            mine.append((t, msg))
+            while len(mine) > self.queue_size:
+                mine.popleft()
+                self.unmatched[side] += 1
+            return
+        t_other, partner = other[best]
+        del other[best]  # the partner is paired, not a failure
+        self._discard_upto(1 - side, t_other)
+        self._discard_upto(side, t)
+        self.pairs += 1
+        left, right = (msg, partner) if side == LEFT else (partner, msg)
+        self._callback(left, right)
+
+    def _discard_upto(self, side: int, t: int) -> None:
+        """Drop (and count) every waiting message on `side` with a stamp <= t."""
+        q = self._queues[side]
+        while q and q[0][0] <= t:
+            q.popleft()
+            self.unmatched[side] += 1
+        if any(e[0] <= t for e in q):  # out-of-order arrivals: rare, do it the slow way
+            kept = [e for e in q if e[0] > t]
+            self.unmatched[side] += len(q) - len(kept)
+            q.clear()
+            q.extend(kept)

@@ -1,0 +1,109 @@
+"""StereoSynchronizer: exact and approximate pairing, tolerance, bounded queues, failure counts."""
+from types import SimpleNamespace
+
+import pytest
+
+from ffs_ros.node.sync import LEFT, RIGHT, StereoSynchronizer, stamp_ns
+
+
+def msg(t_ns, tag=''):
+    """A minimal message with header.stamp (sec, nanosec) like sensor_msgs/Image."""
+    return SimpleNamespace(tag=tag, header=SimpleNamespace(
+        stamp=SimpleNamespace(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)))
+
+
+MS = 1_000_000
+
+
+def collect(**kw):
+    pairs = []
+    sync = StereoSynchronizer(lambda l, r: pairs.append((stamp_ns(l), stamp_ns(r))), **kw)
+    return sync, pairs
+
+
+def test_stamp_ns_combines_sec_and_nanosec():
+    assert stamp_ns(msg(3_000_000_123)) == 3_000_000_123
+
+
+def test_exact_pairs_identical_stamps_in_either_order():
+    sync, pairs = collect()
+    sync.add_left(msg(10 * MS))
+    assert pairs == []
+    sync.add_right(msg(10 * MS))
+    sync.add_right(msg(20 * MS))
+    sync.add_left(msg(20 * MS))
+    assert pairs == [(10 * MS, 10 * MS), (20 * MS, 20 * MS)]
+    assert sync.sync_failures == 0 and sync.queued(LEFT) == sync.queued(RIGHT) == 0
+
+
+def test_exact_rejects_stamps_one_nanosecond_apart():
+    sync, pairs = collect()
+    sync.add_left(msg(10 * MS))
+    sync.add_right(msg(10 * MS + 1))
+    assert pairs == []
+    assert sync.queued(LEFT) == 1 and sync.queued(RIGHT) == 1
+
+
+def test_approximate_pairs_within_tolerance_and_picks_closest():
+    sync, pairs = collect(approximate=True, tolerance=0.005)
+    sync.add_right(msg(96 * MS))
+    sync.add_right(msg(103 * MS))
+    sync.add_left(msg(100 * MS))   # 96 is 4 ms away, 103 is 3 ms away -> 103
+    assert pairs == [(100 * MS, 103 * MS)]
+    # the older right image can no longer form a newer pair: discarded and counted
+    assert sync.queued(RIGHT) == 0 and sync.unmatched[RIGHT] == 1
+
+
+def test_approximate_tolerance_is_a_hard_limit():
+    sync, pairs = collect(approximate=True, tolerance=0.005)
+    sync.add_left(msg(100 * MS))
+    sync.add_right(msg(106 * MS))   # 6 ms > 5 ms
+    assert pairs == []
+    sync.add_left(msg(105 * MS + 500_000))  # 0.5 ms from the waiting right
+    assert pairs == [(105 * MS + 500_000, 106 * MS)]
+    assert sync.unmatched[LEFT] == 1  # the 100 ms left image never found a partner
+
+
+def test_tolerance_is_ignored_when_not_approximate():
+    sync, pairs = collect(approximate=False, tolerance=0.5)
+    sync.add_left(msg(100 * MS))
+    sync.add_right(msg(101 * MS))
+    assert pairs == []
+
+
+@pytest.mark.parametrize('approximate', [False, True])
+def test_queues_are_bounded_and_overflow_counts_as_sync_failure(approximate):
+    sync, pairs = collect(queue_size=3, approximate=approximate, tolerance=0.001)
+    for i in range(50):  # left images whose partners never come
+        sync.add_left(msg(i * 100 * MS))
+    assert sync.queued(LEFT) == 3
+    assert sync.unmatched[LEFT] == 47 and sync.sync_failures == 47
+    # the newest ones are kept: a right image matching the last left still pairs
+    sync.add_right(msg(49 * 100 * MS))
+    assert pairs == [(4900 * MS, 4900 * MS)]
+    assert sync.queued(LEFT) == 0  # older waiting lefts were discarded
+    assert sync.sync_failures == 49
+
+
+def test_clear_forgets_waiting_messages():
+    sync, pairs = collect()
+    sync.add_left(msg(1 * MS))
+    sync.add_right(msg(2 * MS))
+    sync.clear()
+    sync.add_right(msg(1 * MS))
+    assert pairs == [] and sync.sync_failures == 2
+
+
+def test_callback_gets_left_then_right_objects():
+    got = []
+    sync = StereoSynchronizer(lambda l, r: got.append((l.tag, r.tag)))
+    sync.add_right(msg(5, 'R'))
+    sync.add_left(msg(5, 'L'))
+    assert got == [('L', 'R')]
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match='queue_size'):
+        StereoSynchronizer(lambda l, r: None, queue_size=0)
+    with pytest.raises(ValueError, match='tolerance'):
+        StereoSynchronizer(lambda l, r: None, approximate=True, tolerance=-1)
