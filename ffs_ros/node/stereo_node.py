@@ -220,6 +220,14 @@ class StereoNode(Node):
             self.get_logger().error('processing failed (frame dropped; please report this with the '
                                     'traceback):\n' + ''.join(traceback.format_exception(exc)))
 
+    def has_camera_infos(self) -> bool:
+        """True once both CameraInfo topics have delivered a message."""
+        return self._infos[LEFT] is not None and self._infos[RIGHT] is not None
+
+    def camera_infos(self) -> tuple:
+        """The cached (left, right) CameraInfo (None where not yet received)."""
+        return self._infos[LEFT], self._infos[RIGHT]
+
     # ---------------- lifecycle ----------------
     @property
     def dropped(self) -> int:
