@@ -60,7 +60,7 @@ class StereoCamera:
             if p[0, 0] <= 0 or p[1, 1] <= 0:
                 raise ValueError(f'{name} projection matrix P has fx={p[0, 0]:g}, fy={p[1, 1]:g}; both must be '
                                  '> 0 (an all-zero P means the camera is uncalibrated)')
-        baseline = -pr[0, 3] / pr[0, 0]
+        baseline = -pr[0, 3] / pr[0, 0] + 0.0   # + 0.0: no '-0' in messages
         if not baseline > 0:
             raise ValueError(f'stereo baseline is {baseline:g} m (from P_right[0,3] = {pr[0, 3]:g}); it must be > 0: '
                              'the left and right images/camera_infos may be swapped, or the right P lacks '
