@@ -11,6 +11,7 @@ soft-argmin over the cosine volume returns it. ``random`` modules add random con
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +124,10 @@ def _export(module, args, path, inputs, outputs, dynamic=False):
                 axes[n] = {3: 'h4', 4: 'w4'}
         for n in outputs:
             axes[n] = {2: f'oh_{n}', 3: f'ow_{n}'}
-    torch.onnx.export(module, tuple(args), str(path), input_names=list(inputs), output_names=list(outputs),
-                      opset_version=17, dynamo=False, dynamic_axes=axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # TorchScript-exporter deprecation and tracer warnings (no onnxscript here)
+        torch.onnx.export(module, tuple(args), str(path), input_names=list(inputs), output_names=list(outputs),
+                          opset_version=17, dynamo=False, dynamic_axes=axes)
 
 
 def make_two_stage(out_dir, height=128, width=256, max_disp=64, normalize=True, random=False, use_16=True,

@@ -1,0 +1,77 @@
+"""The group-wise correlation volume against a float64 reference of the contract formula."""
+import numpy as np
+import pytest
+import torch
+
+from ffs_ros.inference.gwc import EPS, gwc_volume_numpy, gwc_volume_torch
+
+
+def reference(left, right, groups, max_disp, normalize):
+    """V[b,g,d,h,w] = sum_c L*R(w-d) (/ (|L||R| + eps)), 0 where w < d; float64, written independently."""
+    b, c, h, w = left.shape
+    cg = c // groups
+    out = np.zeros((b, groups, max_disp, h, w))
+    L = left.astype(np.float64)
+    R = right.astype(np.float64)
+    for g in range(groups):
+        lg, rg = L[:, g * cg:(g + 1) * cg], R[:, g * cg:(g + 1) * cg]
+        for d in range(max_disp):
+            for x in range(d, w):
+                dot = (lg[..., x] * rg[..., x - d]).sum(1)
+                if normalize:
+                    dot = dot / (np.linalg.norm(lg[..., x], axis=1) * np.linalg.norm(rg[..., x - d], axis=1) + EPS)
+                out[:, g, d, :, x] = dot
+    return out
+
+
+@pytest.fixture(scope='module')
+def feats():
+    rng = np.random.default_rng(0)
+    left = rng.normal(size=(1, 48, 5, 23)).astype(np.float32)
+    right = rng.normal(size=(1, 48, 5, 23)).astype(np.float32)
+    left[..., 2, 4] = 0  # a zero feature vector: the eps keeps the cosine finite (0)
+    return left, right
+
+
+@pytest.mark.parametrize('normalize', [True, False])
+@pytest.mark.parametrize('threads', [1, 2])
+def test_numpy_volume_matches_float64_reference(feats, normalize, threads):
+    left, right = feats
+    ref = reference(left, right, 8, 12, normalize)
+    vol = gwc_volume_numpy(left, right, 8, 12, normalize, threads=threads)
+    assert vol.dtype == np.float32 and vol.shape == (1, 8, 12, 5, 23)
+    assert np.abs(vol - ref).max() <= 1e-3
+    assert np.all(vol[:, :, 5, :, :5] == 0)
+
+
+@pytest.mark.parametrize('normalize', [True, False])
+def test_torch_volume_matches_float64_reference(feats, normalize):
+    left, right = feats
+    ref = reference(left, right, 8, 12, normalize)
+    vol = gwc_volume_torch(torch.from_numpy(left), torch.from_numpy(right), 8, 12, normalize).numpy()
+    assert np.abs(vol - ref).max() <= 1e-3
+
+
+def test_fp16_output_buffer_is_the_rounded_volume(feats):
+    left, right = feats
+    ref = reference(left, right, 8, 12, True)
+    out = np.empty((1, 8, 12, 5, 23), np.float16)
+    vol = gwc_volume_numpy(left, right, 8, 12, True, out=out)
+    assert vol is out
+    # cosines are <= 1 in magnitude, so fp16 rounding stays within 2.5e-4 of the exact value
+    assert np.abs(vol.astype(np.float64) - ref).max() <= 2.5e-4
+
+
+def test_more_disparities_than_width_are_zero(feats):
+    left, right = feats
+    vol = gwc_volume_numpy(left[..., :6], right[..., :6], 8, 10, True)
+    ref = reference(left[..., :6], right[..., :6], 8, 10, True)
+    assert np.abs(vol - ref).max() <= 1e-3 and np.all(vol[:, :, 6:] == 0)
+
+
+def test_bad_group_count_and_buffer_are_refused(feats):
+    left, right = feats
+    with pytest.raises(ValueError, match='cannot be split into 7 groups'):
+        gwc_volume_numpy(left, right, 7, 4)
+    with pytest.raises(ValueError, match='out has shape'):
+        gwc_volume_numpy(left, right, 8, 4, out=np.empty((1, 8, 5, 5, 23), np.float32))
