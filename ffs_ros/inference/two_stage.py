@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -159,8 +160,9 @@ def feature_output_shapes(src: ModelSource, net_hw: tuple[int, int]) -> dict:
     """Feature-graph output name -> concrete shape at network size `net_hw`.
 
     Fixed dimensions come from the graph; symbolic spatial ones from the stride in the contract name
-    (``*_04`` = 1/4, ``*_08``, ``*_16``, ``*_32``, ``stem_2x`` = 1/2). A fixed graph at another size, or a symbolic
-    output whose stride cannot be told, raises ValueError.
+    (``*_04`` = 1/4, ``*_08``, ``*_16``, ``*_32``, ``stem_2x`` = 1/2). When a channel axis is symbolic too (some
+    dynamic exports), the shapes are measured once by running the feature graph on zeros with ONNX Runtime (CPU).
+    A fixed graph at another size raises ValueError.
     """
     h, w = net_hw
     shapes = {}
@@ -169,19 +171,27 @@ def feature_output_shapes(src: ModelSource, net_hw: tuple[int, int]) -> dict:
         dims = list(spec.shape)
         if len(dims) != 4:
             raise ValueError(f'{src.feature.path}: output {spec.name!r} is not 4-D ({dims})')
-        if not isinstance(dims[1], int):
-            raise ValueError(f'{src.feature.path}: output {spec.name!r} has a symbolic channel axis; re-export with '
-                             f'fixed channels')
+        if not isinstance(dims[1], int) or (stride is None and not spec.fixed):
+            return dict(_probe_shapes(str(src.feature.path), (h, w)))
         dims[0] = 1
         for axis, full in ((2, h), (3, w)):
             if isinstance(dims[axis], int):
                 if stride is not None and dims[axis] != full // stride:
                     raise ValueError(f'{src.feature.path}: output {spec.name!r} is fixed at {spec.shape}, which '
                                      f'does not match network size {w}x{h}')
-            elif stride is None:
-                raise ValueError(f'{src.feature.path}: output {spec.name!r} has symbolic size and no known stride '
-                                 f'suffix ({", ".join(_STRIDES)})')
             else:
                 dims[axis] = full // stride
         shapes[spec.name] = tuple(dims)
     return shapes
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_shapes(feature_path: str, net_hw: tuple[int, int]) -> tuple:
+    """Run the feature graph once on zeros (ORT, CPU) and return ((name, shape), ...)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(feature_path, sess_options=so, providers=['CPUExecutionProvider'])
+    x = np.zeros((1, 3) + tuple(net_hw), np.float32)
+    outs = sess.run(None, {'left': x, 'right': x})
+    return tuple((o.name, tuple(v.shape)) for o, v in zip(sess.get_outputs(), outs))
