@@ -1,0 +1,89 @@
+"""Feature stage: a light CNN encoder run on left and right batched, a top-down decoder giving features at
+1/4, 1/8, 1/16 and 1/32, and a 1/2-resolution stem of the left image (for convex upsampling)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import ResBlock2d, conv2d
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """RGB 0..255 -> ImageNet-normalised (inside the graph, as in the upstream feature runner)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Encoder(nn.Module):
+    """Bottom-up CNN: 1/2 -> 1/4 -> 1/8 -> 1/16 -> 1/32, channels enc[0..4]."""
+
+    def __init__(self, enc):
+        super().__init__()
+        c0, c1, c2, c3, c4 = enc
+        self.stem = nn.Sequential(conv2d(3, c0, 3, 2), conv2d(c0, c0, 3))
+        self.s4 = nn.Sequential(ResBlock2d(c0, c1, 2), ResBlock2d(c1, c1))
+        self.s8 = nn.Sequential(ResBlock2d(c1, c2, 2), ResBlock2d(c2, c2))
+        self.s16 = nn.Sequential(ResBlock2d(c2, c3, 2), ResBlock2d(c3, c3))
+        self.s32 = nn.Sequential(ResBlock2d(c3, c4, 2))
+
+    def forward(self, x):
+        x4 = self.s4(self.stem(x))
+        x8 = self.s8(x4)
+        x16 = self.s16(x8)
+        x32 = self.s32(x16)
+        return x4, x8, x16, x32
+
+
+class Decoder(nn.Module):
+    """Top-down path: upsample the coarser output, concatenate the skip, fuse with a 3x3 conv."""
+
+    def __init__(self, enc, out):
+        super().__init__()
+        _, c1, c2, c3, c4 = enc
+        o4, o8, o16, o32 = out
+        self.p32 = conv2d(c4, o32, 3)
+        self.p16 = nn.Sequential(conv2d(c3 + o32, o16, 3), conv2d(o16, o16, 3))
+        self.p8 = nn.Sequential(conv2d(c2 + o16, o8, 3), conv2d(o8, o8, 3))
+        self.p4 = nn.Sequential(conv2d(c1 + o8, o4, 3), conv2d(o4, o4, 3, act=False, bn=False))
+
+    @staticmethod
+    def _up(x):
+        return F.interpolate(x, scale_factor=2.0, mode='nearest')
+
+    def forward(self, x4, x8, x16, x32):
+        f32 = self.p32(x32)
+        f16 = self.p16(torch.cat([x16, self._up(f32)], 1))
+        f8 = self.p8(torch.cat([x8, self._up(f16)], 1))
+        f4 = self.p4(torch.cat([x4, self._up(f8)], 1))
+        return f4, f8, f16, f32
+
+
+class FeatureNet(nn.Module):
+    """left, right [B,3,H,W] RGB 0..255 -> the upstream-named feature dict."""
+
+    def __init__(self, enc, out, stem_ch):
+        super().__init__()
+        self.norm = Normalize()
+        self.encoder = Encoder(enc)
+        self.decoder = Decoder(enc, out)
+        self.stem2 = nn.Sequential(conv2d(3, stem_ch, 3, 2), conv2d(stem_ch, stem_ch, 3))
+
+    def forward(self, left, right):
+        b = left.shape[0]
+        ln = self.norm(left)
+        x = torch.cat([ln, self.norm(right)], 0)
+        f4, f8, f16, f32 = self.decoder(*self.encoder(x))
+        return {
+            'features_left_04': f4[:b], 'features_left_08': f8[:b], 'features_left_16': f16[:b],
+            'features_left_32': f32[:b], 'features_right_04': f4[b:], 'stem_2x': self.stem2(ln),
+        }

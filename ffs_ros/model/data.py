@@ -1,0 +1,124 @@
+"""Training data: a pre-generated cache of synthetic scenes and a random-crop dataset over it.
+
+Generating scenes up front is much faster on a small CPU than generating them while training (both compete
+for the same cores). The cache is a directory of memory-mapped .npy arrays:
+    left.npy, right.npy  uint8  [N, H, W, 3]   RGB
+    disp.npy             float32 [N, H, W]     left-referenced disparity (exact)
+    occ.npy              bool   [N, H, W]      occluded in the right view
+    meta.json            {n, height, width, max_disparity, seed}
+Scene i is rendered from np.random.default_rng([seed, i]), so a cache is reproducible and any index range
+can be regenerated; held-out evaluation scenes use a different seed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..synth import render_scene
+
+_FILES = ('left', 'right', 'disp', 'occ')
+
+
+def scene(seed: int, index: int, height: int, width: int, max_disparity: float, **opts):
+    """Scene `index` of the family `seed` (a StereoSample)."""
+    return render_scene(np.random.default_rng([seed, index]), height, width, max_disparity, **opts)
+
+
+def _fill(out_dir, start, stop, meta):
+    arrs = {k: np.load(Path(out_dir) / f'{k}.npy', mmap_mode='r+') for k in _FILES}
+    for i in range(start, stop):
+        s = scene(meta['seed'], i, meta['height'], meta['width'], meta['max_disparity'])
+        arrs['left'][i] = s.left
+        arrs['right'][i] = s.right
+        arrs['disp'][i] = s.disparity
+        arrs['occ'][i] = s.occluded
+    for a in arrs.values():
+        a.flush()
+
+
+def generate_cache(out_dir, n: int, height: int = 192, width: int = 320, max_disparity: float = 96.0,
+                   seed: int = 1, workers: int = 1, progress=print) -> Path:
+    """Render `n` scenes into `out_dir` (see module doc). Returns the directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(n=int(n), height=int(height), width=int(width), max_disparity=float(max_disparity),
+                seed=int(seed))
+    shapes = {'left': ((n, height, width, 3), np.uint8), 'right': ((n, height, width, 3), np.uint8),
+              'disp': ((n, height, width), np.float32), 'occ': ((n, height, width), np.bool_)}
+    for k, (shape, dt) in shapes.items():
+        np.lib.format.open_memmap(out / f'{k}.npy', mode='w+', dtype=dt, shape=shape).flush()
+    chunk = 100
+    ranges = [(i, min(n, i + chunk)) for i in range(0, n, chunk)]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers) as ex:
+            futs = [ex.submit(_fill, str(out), a, b, meta) for a, b in ranges]
+            for k, f in enumerate(futs):
+                f.result()
+                if progress:
+                    progress(f'scenes {ranges[k][1]}/{n}')
+    else:
+        for a, b in ranges:
+            _fill(out, a, b, meta)
+            if progress:
+                progress(f'scenes {b}/{n}')
+    (out / 'meta.json').write_text(json.dumps(meta))
+    return out
+
+
+def load_cache(cache_dir):
+    """Open a cache (memory-mapped). Raises FileNotFoundError naming how to create it."""
+    d = Path(cache_dir)
+    if not (d / 'meta.json').is_file():
+        raise FileNotFoundError(f'{d} is not a finished scene cache (no meta.json); create it with '
+                                f'`ffs-ros train --config ...` (data.cache) or ffs_ros.model.data.generate_cache')
+    meta = json.loads((d / 'meta.json').read_text())
+    arrs = {k: np.load(d / f'{k}.npy', mmap_mode='r') for k in _FILES}
+    return meta, arrs
+
+
+class CropDataset:
+    """Random crops of cached scenes -> dict of float tensors (left/right [3,h,w] 0..255, disp [1,h,w],
+    valid [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp."""
+
+    def __init__(self, cache_dir, crop=(160, 288), max_disp=128, vflip=0.5):
+        self.meta, self.arrs = load_cache(cache_dir)
+        self.crop = tuple(crop)
+        self.max_disp = max_disp
+        self.vflip = vflip
+        if self.crop[0] > self.meta['height'] or self.crop[1] > self.meta['width']:
+            raise ValueError(f'crop {self.crop} larger than cached scenes '
+                             f'{self.meta["height"]}x{self.meta["width"]}')
+
+    def __len__(self):
+        return self.meta['n']
+
+    def sample(self, index, rng: np.random.Generator):
+        import torch
+        ch, cw = self.crop
+        h, w = self.meta['height'], self.meta['width']
+        y0 = int(rng.integers(0, h - ch + 1))
+        x0 = int(rng.integers(0, w - cw + 1))
+        sl = (index, slice(y0, y0 + ch), slice(x0, x0 + cw))
+        left = np.asarray(self.arrs['left'][sl], np.float32)
+        right = np.asarray(self.arrs['right'][sl], np.float32)
+        disp = np.asarray(self.arrs['disp'][sl], np.float32)
+        occ = np.asarray(self.arrs['occ'][sl])
+        if rng.random() < self.vflip:
+            left, right, disp, occ = left[::-1], right[::-1], disp[::-1], occ[::-1]
+        valid = (~occ) & (disp < self.max_disp) & (disp >= 0)
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        return {'left': t(left).permute(2, 0, 1), 'right': t(right).permute(2, 0, 1),
+                'disp': t(disp)[None], 'valid': t(valid)[None]}
+
+    def batch(self, indices, rng):
+        import torch
+        items = [self.sample(int(i), rng) for i in indices]
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))

@@ -1,0 +1,54 @@
+"""Small building blocks shared by the model files (conv + batch norm + activation, 2D and 3D)."""
+from __future__ import annotations
+
+from torch import nn
+
+
+def conv2d(cin, cout, k=3, stride=1, act=True, bn=True):
+    """Conv2d (same padding) -> BatchNorm -> ReLU."""
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def conv3d(cin, cout, k=(3, 3, 3), stride=1, act=True, bn=True):
+    """Conv3d over (D, H, W) with same padding -> BatchNorm -> ReLU."""
+    k = (k, k, k) if isinstance(k, int) else tuple(k)
+    pad = tuple(x // 2 for x in k)
+    layers = [nn.Conv3d(cin, cout, k, stride, pad, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm3d(cout))
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class ResBlock2d(nn.Module):
+    """Two 3x3 convs with a residual connection (1x1 projection when the shape changes)."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.c1 = conv2d(cin, cout, 3, stride)
+        self.c2 = conv2d(cout, cout, 3, act=False)
+        self.skip = None if (cin == cout and stride == 1) else conv2d(cin, cout, 1, stride, act=False)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.c2(self.c1(x))
+        return self.act(y + (x if self.skip is None else self.skip(x)))
+
+
+class Axial3d(nn.Module):
+    """Cheap 3D block: a (1,3,3) spatial conv then a (k,1,1) conv along disparity, residual."""
+
+    def __init__(self, ch, kd=5):
+        super().__init__()
+        self.spatial = conv3d(ch, ch, (1, 3, 3))
+        self.disp = conv3d(ch, ch, (kd, 1, 1), act=False)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(x + self.disp(self.spatial(x)))

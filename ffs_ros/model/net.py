@@ -1,0 +1,124 @@
+"""FFSSmall: our own small member of the Fast-FoundationStereo family, split in two stages.
+
+    features(left, right) -> {features_left_04, features_left_08, features_left_16, features_left_32,
+                              features_right_04, stem_2x}                       (stage 1, feature_runner)
+    gwc = gwc_volume(features_left_04, features_right_04)                       (between the stages)
+    post(features_left_04, ..., stem_2x, gwc_volume) -> disparity [B,1,H,W]    (stage 2, post_runner)
+    forward(left, right) = post(**features(left, right), gwc_volume=gwc(...))
+
+Inputs are float32 [B,3,H,W] RGB in 0..255 (ImageNet normalisation happens inside `features`), H and W
+multiples of 32. Disparity is left-referenced, in pixels of the input.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import FeatureNet
+from .filtering import CostFilter
+from .refine import ContextNet, GeometryLookup, UpdateBlock
+from .upsample import ConvexUpsampler
+from .volume import ConcatVolume, build_gwc
+
+FEATURE_NAMES = ('features_left_04', 'features_left_08', 'features_left_16', 'features_left_32',
+                 'features_right_04', 'stem_2x')
+
+DEFAULT_CONFIG = {
+    'max_disp': 128,          # full-resolution pixels; volume depth D = max_disp // 4
+    'cv_group': 8,
+    'normalize': True,
+    'valid_iters': 4,         # refinement iterations at inference
+    'train_iters': 4,
+    'enc': [24, 32, 48, 64, 96],        # encoder channels at 1/2, 1/4, 1/8, 1/16, 1/32
+    'feat': [64, 64, 96, 96],           # decoder output channels at 1/4, 1/8, 1/16, 1/32
+    'stem_ch': 24,
+    'concat_ch': 8,
+    'vol': [16, 24, 32, 48],            # hourglass channels at volume scales 1, 1/2, 1/4, 1/8
+    'geo_ch': 4,
+    'hidden': 48,
+    'ctx': 48,
+}
+
+
+def make_config(overrides=None):
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    for k, v in (overrides or {}).items():
+        if k not in cfg:
+            raise ValueError(f'unknown model config key {k!r}; known: {", ".join(cfg)}')
+        cfg[k] = v
+    if cfg['max_disp'] % 32 or cfg['max_disp'] <= 0:
+        raise ValueError(f'max_disp must be a positive multiple of 32, got {cfg["max_disp"]}')
+    if cfg['feat'][0] % cfg['cv_group']:
+        raise ValueError(f'1/4 features ({cfg["feat"][0]} ch) must split into cv_group={cfg["cv_group"]}')
+    return cfg
+
+
+class FFSSmall(nn.Module):
+    def __init__(self, config=None):
+        super().__init__()
+        cfg = make_config(config)
+        self.config = cfg
+        self.max_disp = cfg['max_disp']
+        self.cv_group = cfg['cv_group']
+        self.normalize = cfg['normalize']
+        self.valid_iters = cfg['valid_iters']
+        self.num_disp = self.max_disp // 4
+        f4, f8, f16, f32 = cfg['feat']
+        self.feature_net = FeatureNet(cfg['enc'], cfg['feat'], cfg['stem_ch'])
+        self.concat = ConcatVolume(f4, cfg['concat_ch'], self.num_disp)
+        self.cost_filter = CostFilter(self.cv_group + 2 * cfg['concat_ch'], cfg['vol'], cfg['feat'],
+                                      cfg['geo_ch'])
+        self.context = ContextNet(f4, cfg['hidden'], cfg['ctx'])
+        self.lookup = GeometryLookup(levels=2)
+        lookup_ch = 2 * 9 * (cfg['geo_ch'] + 1)
+        self.update = UpdateBlock(lookup_ch, cfg['hidden'], cfg['ctx'])
+        self.upsampler = ConvexUpsampler(cfg['hidden'], cfg['stem_ch'])
+
+    # ---- stage 1 ----
+    def features(self, left, right):
+        """left, right float32 [B,3,H,W] RGB 0..255 -> dict of the six upstream-named feature tensors."""
+        return self.feature_net(left, right)
+
+    def gwc(self, features_left_04, features_right_04):
+        """The contract's GWC volume [B,G,D,H/4,W/4] (float32)."""
+        return build_gwc(features_left_04, features_right_04, self.cv_group, self.num_disp, self.normalize)
+
+    # ---- stage 2 ----
+    def post(self, features_left_04, features_left_08, features_left_16, features_left_32,
+             features_right_04, stem_2x, gwc_volume, iters=None, return_all=False):
+        """-> disparity [B,1,H,W] in pixels. return_all=True (training) returns a dict with the
+        x4-upsampled initial and per-iteration predictions too."""
+        iters = self.valid_iters if iters is None else int(iters)
+        gwc = gwc_volume.float()
+        vol = torch.cat([gwc, self.concat(features_left_04, features_right_04)], 1)
+        geo, logits = self.cost_filter(vol, features_left_04, features_left_08, features_left_16,
+                                       features_left_32)
+        prob = torch.softmax(logits, 1)                                 # [B,D,h,w]
+        dvals = torch.arange(logits.shape[1], dtype=prob.dtype, device=prob.device).view(1, -1, 1, 1)
+        disp = (prob * dvals).sum(1, keepdim=True)                      # 1/4-pixel units
+        preds = [disp] if return_all else None
+        h, ctx = self.context(features_left_04)
+        pyr = self.lookup.build(geo, features_left_04, features_right_04)
+        for _ in range(iters):
+            looked = self.lookup(pyr, disp.detach() if self.training else disp)
+            h, delta = self.update(h, ctx, looked, disp)
+            disp = disp + delta
+            if return_all:
+                preds.append(disp)
+        full = self.upsampler(disp, h, stem_2x)
+        if not return_all:
+            return full
+        ups = [F.interpolate(p * 4.0, scale_factor=4.0, mode='bilinear', align_corners=False) for p in preds]
+        return {'final': full, 'init': ups[0], 'iters': ups[1:]}
+
+    def forward(self, left, right, iters=None):
+        f = self.features(left, right)
+        vol = self.gwc(f['features_left_04'], f['features_right_04'])
+        return self.post(**f, gwc_volume=vol, iters=iters)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
