@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .convert import INPUT_ENCODINGS, ImageError, check_image, image_to_rgb, new_image, numpy_to_image
+from .convert import (INPUT_ENCODINGS, ImageError, check_image, image_to_rgb, new_image, numpy_to_image,
+                      set_data)
 from .geometry import CloudBuffer, StereoCamera, color_map_disparity, corrected_disparity
 from .inference.base import StereoMatcher
 
@@ -309,7 +310,7 @@ class StereoPipeline:
         msg.point_step = self._cloud.point_step
         msg.row_step = msg.point_step * w
         msg.is_dense = self._cloud.valid_count == h * w
-        msg.data = data
+        set_data(msg, data)  # no copy of the multi-megabyte buffer
         return msg
 
 

@@ -316,3 +316,20 @@ def test_config_defaults_are_valid():
     cfg = PipelineConfig().validate()
     assert (cfg.min_disparity, cfg.max_disparity, cfg.min_depth, cfg.max_depth) == (0.0, 256.0, 0.0, 100.0)
     assert cfg.depth_encoding == '32FC1' and cfg.use_color and cfg.organized_cloud
+
+
+def test_outputs_survive_rclpy_serialization():
+    """Message data is attached without the setter's copy: it must serialize like any message."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image, PointCloud2
+    from stereo_msgs.msg import DisparityImage
+
+    out, _, _ = _run(wanted=Wanted(color=True))
+    for msg, cls in ((out.disparity, DisparityImage), (out.depth, Image), (out.cloud, PointCloud2),
+                     (out.disparity_color, Image)):
+        back = deserialize_message(serialize_message(msg), cls)
+        assert back == msg
+    back = deserialize_message(serialize_message(out.cloud), PointCloud2)
+    assert bytes(back.data) == bytes(out.cloud.data) and len(back.data) == H * W * 16
+    d = image_to_numpy(deserialize_message(serialize_message(out.depth), Image))
+    np.testing.assert_array_equal(d, image_to_numpy(out.depth))
