@@ -325,10 +325,11 @@ def test_outputs_survive_rclpy_serialization():
     from stereo_msgs.msg import DisparityImage
 
     out, _, _ = _run(wanted=Wanted(color=True))
-    for msg, cls in ((out.disparity, DisparityImage), (out.depth, Image), (out.cloud, PointCloud2),
-                     (out.disparity_color, Image)):
-        back = deserialize_message(serialize_message(msg), cls)
-        assert back == msg
+    for msg, cls in ((out.depth, Image), (out.cloud, PointCloud2), (out.disparity_color, Image)):
+        assert deserialize_message(serialize_message(msg), cls) == msg
+    back = deserialize_message(serialize_message(out.disparity), DisparityImage)
+    assert back.image == out.disparity.image                      # float32 fields: t 0.12 -> 0.11999..
+    assert back.f == pytest.approx(FX) and back.t == pytest.approx(B) and back.header == out.disparity.header
     back = deserialize_message(serialize_message(out.cloud), PointCloud2)
     assert bytes(back.data) == bytes(out.cloud.data) and len(back.data) == H * W * 16
     d = image_to_numpy(deserialize_message(serialize_message(out.depth), Image))
