@@ -1,0 +1,49 @@
+"""`ffs-ros build-engine`: build TensorRT engine(s) from a model's ONNX (for deployment images).
+
+Without --out the engines go to the cache (~/.cache/ffs_ros/engines/, keyed by ONNX sha256, TensorRT version, GPU,
+compute capability, precision and shapes), where the tensorrt backend finds them. With --out, a two-stage model's
+engines are written as OUT/feature_runner.engine and OUT/post_runner.engine (put them next to their ONNX to use
+them as prebuilt engines); a single-engine model's engine is written to the file OUT.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def add_arguments(p) -> None:
+    p.add_argument('--model', default=None, help='model directory or .onnx (default: the shipped model)')
+    p.add_argument('--precision', default='fp16', choices=('fp16', 'fp32'))
+    p.add_argument('--out', default=None, help='output file (single) or directory (two-stage); default: the cache')
+    p.add_argument('--size', default=None, help='WxH network size for ONNX with symbolic height/width (multiples '
+                                                'of 32)')
+    p.add_argument('--workspace-gb', type=float, default=4.0, help='builder workspace limit (GiB)')
+    p.add_argument('--opt-level', type=int, default=3, choices=range(0, 6), help='builder optimisation level 0-5')
+
+
+def parse_size(text):
+    """'640x448' -> (448, 640) (H, W); None -> None."""
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split('x'))
+    except ValueError as exc:
+        raise ValueError(f'--size must look like 640x448 (WxH), got {text!r}') from exc
+    if w % 32 or h % 32 or w <= 0 or h <= 0:
+        raise ValueError(f'--size {text}: width and height must be positive multiples of 32')
+    return h, w
+
+
+def run(args) -> int:
+    from ffs_ros.inference import resolve_model_path
+    from ffs_ros.inference.contracts import detect_model
+    from ffs_ros.inference.tensorrt_backend import build_engines_for
+    try:
+        source = detect_model(resolve_model_path(args.model))
+        paths = build_engines_for(source, out=args.out, precision=args.precision, net_size=parse_size(args.size),
+                                  workspace_gb=args.workspace_gb, opt_level=args.opt_level, force=True)
+    except (ValueError, RuntimeError) as exc:
+        print(f'ffs-ros build-engine: error: {exc}', file=sys.stderr)
+        return 2
+    for role, path in paths.items():
+        print(f'{role}: {path}')
+    return 0
