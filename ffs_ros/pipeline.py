@@ -223,8 +223,9 @@ class StereoPipeline:
         tm = out.timings
         t0 = time.perf_counter()
         cam = self._camera(left, right, left_info, right_info)
-        rgb_l = image_to_rgb(left)
-        rgb_r = image_to_rgb(right)
+        # contiguous for every backend (a copy only for padded rgb8 rows); read-only views
+        rgb_l = np.ascontiguousarray(image_to_rgb(left))
+        rgb_r = np.ascontiguousarray(image_to_rgb(right))
         t1 = time.perf_counter()
         tm['convert'] = (t1 - t0) * 1e3
 

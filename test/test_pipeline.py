@@ -28,6 +28,7 @@ class FakeMatcher(StereoMatcher):
         return MatcherInfo(backend='fake', extra=self.extra)
 
     def match(self, left, right):
+        assert left.flags.c_contiguous and right.flags.c_contiguous
         self.calls.append((left.copy(), right.copy()))
         self.last_timings = dict(self.stages)
         return self.disparity.copy()
@@ -181,6 +182,20 @@ def test_mono_and_bgr_inputs_reach_the_matcher_as_rgb():
     got_l, got_r = m.calls[-1]
     np.testing.assert_array_equal(got_l, rgb)
     np.testing.assert_array_equal(got_r, np.repeat(rgb[..., :1], 3, axis=2))
+
+
+def test_padded_rows_reach_the_matcher_as_contiguous_rgb():
+    from sensor_msgs.msg import Image
+
+    _, _, rgb = _pair()
+    rows = np.zeros((H, W * 3 + 10), np.uint8)
+    rows[:, :W * 3] = rgb.reshape(H, -1)
+    msg = Image(height=H, width=W, encoding='rgb8', step=W * 3 + 10)
+    msg.data = rows.tobytes()
+    m = FakeMatcher(np.full((H, W), D, np.float32))
+    li, ri = make_camera_infos(W, H, FX, B)
+    StereoPipeline(m).process(msg, msg, li, ri)
+    np.testing.assert_array_equal(m.calls[-1][0], rgb)
 
 
 def test_sgbm_on_a_textured_plane_recovers_2m():
