@@ -83,6 +83,8 @@ def percentiles(samples, qs=(50, 95)) -> tuple:
 class NodeHealth:
     """Thread-safe counters and windows behind the node's diagnostics."""
 
+    RUN_SAMPLES = 4096
+
     def __init__(self, config: HealthConfig, clock=time.monotonic) -> None:
         self.cfg = config
         self._clock = clock
@@ -101,6 +103,9 @@ class NodeHealth:
         self.last_pair_time: Optional[float] = None
         self.last_bad: Optional[str] = None
         self.model_values: dict = {}
+        # whole-run samples (last RUN_SAMPLES frames, never pruned by the window) for tools/reports
+        self._run_stages: dict[str, deque] = {}
+        self._run_ages: deque = deque(maxlen=self.RUN_SAMPLES)
         self.input_resolution: Optional[tuple] = None
 
     # ---- feeding (any thread) ----
@@ -130,12 +135,21 @@ class NodeHealth:
             self._published.add(now)
             self.published_total += 1
             self._ages.add(now, age_s)
+            self._run_ages.append(age_s)
             for stage, ms in timings_ms.items():
                 self._stages.setdefault(stage, _Stamped(maxlen=512)).add(now, float(ms))
+                self._run_stages.setdefault(stage, deque(maxlen=self.RUN_SAMPLES)).append(float(ms))
             if resolution is not None:
                 self.input_resolution = tuple(resolution)
 
     # ---- reporting ----
+    def run_summary(self) -> dict:
+        """{'stages': {stage: (p50_ms, p95_ms)}, 'age': (p50_s, p95_s)} over the last RUN_SAMPLES frames."""
+        with self._lock:
+            stages = {k: percentiles(list(v)) for k, v in self._run_stages.items()}
+            age = percentiles(list(self._run_ages))
+        return {'stages': stages, 'age': age}
+
     def report(self, sync_failures: int = 0, dropped: int = 0) -> list[Status]:
         """Statuses for the current window (call ~1 Hz)."""
         now = self._clock()

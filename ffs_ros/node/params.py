@@ -109,6 +109,7 @@ def validate(values: dict) -> dict:
     """Check types, ranges, choices and cross-parameter rules; return `values` or raise ParamError
     listing every problem."""
     problems = []
+    bad = set()
     for name in values:
         if name not in SPEC_BY_NAME:
             problems.append(f'unknown parameter {name!r}; known: {", ".join(SPEC_BY_NAME)}')
@@ -118,18 +119,16 @@ def validate(values: dict) -> dict:
         v = values[s.name]
         if type(v) is not type(s.default) and not (isinstance(s.default, float) and type(v) is int):
             problems.append(f'{s.name} must be {_type_name(s.default)}, got {v!r}')
+            bad.add(s.name)
             continue
         if s.choices is not None and v not in s.choices:
             problems.append(f'{s.name}={v!r} is not supported; choose one of {", ".join(s.choices)}')
         if s.lo is not None and not (s.lo <= v <= s.hi):
             problems.append(f'{s.name}={v!r} is outside [{s.lo:g}, {s.hi:g}]')
-    if not problems:
-        v = {**defaults(), **values}
-        if not v['min_depth'] < v['max_depth']:
-            problems.append(f'min_depth ({v["min_depth"]}) must be smaller than max_depth ({v["max_depth"]})')
-        if not v['min_disparity'] < v['max_disparity']:
-            problems.append(f'min_disparity ({v["min_disparity"]}) must be smaller than max_disparity '
-                            f'({v["max_disparity"]})')
+    v = {**defaults(), **values}
+    for lo, hi in (('min_depth', 'max_depth'), ('min_disparity', 'max_disparity')):
+        if not bad & {lo, hi} and not v[lo] < v[hi]:
+            problems.append(f'{lo} ({v[lo]}) must be smaller than {hi} ({v[hi]})')
     if problems:
         raise ParamError('invalid parameters: ' + '; '.join(problems))
     return values

@@ -79,6 +79,15 @@ class StereoNode(Node):
     def __init__(self, node_name: str = 'stereo_node', *, matcher: Optional[StereoMatcher] = None,
                  **node_kwargs) -> None:
         super().__init__(node_name, **node_kwargs)
+        self._worker: Optional[LatestWorker] = None
+        self.matcher: Optional[StereoMatcher] = None
+        try:
+            self._setup(matcher)
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    def _setup(self, matcher: Optional[StereoMatcher]) -> None:
         self.values = P.declare(self)
         unknown = sorted(set(self._parameter_overrides) - set(P.SPEC_BY_NAME) - {'use_sim_time'})
         if unknown:
@@ -162,7 +171,7 @@ class StereoNode(Node):
         self._worker.submit((left, right, self._infos[LEFT], self._infos[RIGHT]))
 
     def publish_diagnostics(self) -> None:
-        statuses = self.health.report(sync_failures=self._sync.sync_failures, dropped=self._worker.dropped)
+        statuses = self.health.report(sync_failures=self._sync.sync_failures, dropped=self.dropped)
         self.pub_diag.publish(to_msg(statuses, self.get_clock().now().to_msg()))
 
     # ---------------- any thread ----------------
@@ -232,15 +241,19 @@ class StereoNode(Node):
     @property
     def dropped(self) -> int:
         """Pairs replaced by newer ones before the worker got to them."""
-        return self._worker.dropped
+        return self._worker.dropped if self._worker is not None else 0
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         return self._worker.wait_idle(timeout)
 
     def destroy_node(self) -> None:
-        self._worker.stop()
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
         try:
-            self.matcher.close()
+            if self.matcher is not None:
+                self.matcher.close()
+                self.matcher = None
         finally:
             super().destroy_node()
 

@@ -1,0 +1,317 @@
+"""`ffs-ros demo`: stereo_node and a camera player in one process over real rclpy.
+
+Plays a sequence of generated scenes (ffs_ros.synth: textured planes and objects at known depth,
+with CameraInfo; no downloads) as a best-effort camera stream, collects the node's outputs, writes
+disparity.png (colour-mapped), depth.png (colour-mapped, near = red) and cloud.ply of the last
+frame into --out, and prints pairs in/out/dropped, per-stage times, end-to-end latency, depth error
+against the generator's ground truth and the process RSS (a flat RSS over --frames 2000 shows
+there is no leak). Uses the shipped Fast DDS SHM profile unless FASTDDS_DEFAULT_PROFILES_FILE is
+set, and keeps discovery inside this process unless ROS_AUTOMATIC_DISCOVERY_RANGE is set (set it
+to LOCALHOST to watch with RViz: ffs_ros/config/stereo.rviz, namespace /ffs_demo).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+NAMESPACE = '/ffs_demo'
+WARMUP_PAIRS = 50
+
+
+def add_arguments(p) -> None:
+    p.add_argument('--frames', type=int, default=40, help='stereo pairs to play (default 40)')
+    p.add_argument('--out', default='out/demo', help='output directory (default out/demo)')
+    p.add_argument('--backend', default=None,
+                   help="stereo backend (default: the node's default, 'auto' = shipped model, else sgbm)")
+    p.add_argument('--model', default='', help='model path for network backends (default: shipped model)')
+    p.add_argument('--size', default='640x480', help='image size WxH (default 640x480)')
+    p.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz (default 10)')
+    p.add_argument('--scenes', type=int, default=6, help='distinct generated scenes, played in a loop')
+    p.add_argument('--max-disparity', type=float, default=128.0, help='max disparity (px) of node and scenes')
+    p.add_argument('--seed', type=int, default=0)
+
+
+def rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def make_scenes(n: int, h: int, w: int, max_disp: float, seed: int):
+    from ..synth import render_scene
+    rng = np.random.default_rng(seed)
+    return [render_scene(rng, h, w, max_disparity=max_disp * 0.75, min_disparity=4.0) for _ in range(n)]
+
+
+def write_ply(path: Path, cloud) -> int:
+    """Binary PLY (x y z float, rgb uchar) of the finite points of a PointCloud2; returns the count."""
+    off = {f.name: f.offset for f in cloud.fields}
+    n = cloud.width * cloud.height
+    raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(n, cloud.point_step)
+    xyz = np.stack([raw[:, off[c]:off[c] + 4].copy().view('<f4').ravel() for c in 'xyz'], axis=1)
+    if 'rgb' in off:
+        rgb = raw[:, off['rgb']:off['rgb'] + 4].copy().view('<u4').ravel()
+        cols = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
+    else:
+        cols = np.full((n, 3), 200, np.uint8)
+    keep = np.all(np.isfinite(xyz), axis=1)
+    vert = np.zeros(int(keep.sum()), dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
+                                           ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
+    for i, c in enumerate('xyz'):
+        vert[c] = xyz[keep, i]
+    for i, c in enumerate(('red', 'green', 'blue')):
+        vert[c] = cols[keep, i]
+    header = ('ply\nformat binary_little_endian 1.0\ncomment ffs_ros demo, last frame\n'
+              f'element vertex {len(vert)}\nproperty float x\nproperty float y\nproperty float z\n'
+              'property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n')
+    with open(path, 'wb') as f:
+        f.write(header.encode('ascii'))
+        f.write(vert.tobytes())
+    return len(vert)
+
+
+def write_pngs(out: Path, disparity_msg, depth_msg, max_disp: float) -> None:
+    import cv2
+    from ..convert import image_to_numpy
+    from ..geometry import color_map_disparity
+    disp = np.array(image_to_numpy(disparity_msg.image), dtype=np.float32)
+    cv2.imwrite(str(out / 'disparity.png'), cv2.cvtColor(color_map_disparity(disp, max_disp), cv2.COLOR_RGB2BGR))
+    z = np.array(image_to_numpy(depth_msg), dtype=np.float32)
+    if depth_msg.encoding == '16UC1':
+        z = np.where(z > 0, z / 1000.0, np.nan)
+    valid = np.isfinite(z) & (z > 0)
+    inv = np.zeros_like(z)
+    if valid.any():
+        lo, hi = np.percentile(z[valid], [1, 99])
+        inv[valid] = np.clip((hi - z[valid]) / max(hi - lo, 1e-6), 0, 1)  # near = 1 (red)
+    col = cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    col[~valid] = 0
+    cv2.imwrite(str(out / 'depth.png'), col)
+
+
+class Recorder:
+    """Output callbacks: keeps the last messages and per-frame latency / depth error (bounded)."""
+
+    def __init__(self, player_clock, gt_depth_for_stamp) -> None:
+        self.lock = threading.Lock()
+        self.clock = player_clock
+        self.gt = gt_depth_for_stamp
+        self.last = {}
+        self.latency_ms = []      # bounded below
+        self.errors = []          # (median rel err, within 5 %, valid fraction) per depth frame
+        self.counts = {'disparity': 0, 'depth': 0, 'points2': 0}
+        self.last_stamp = None
+
+    def cb(self, name):
+        def f(msg):
+            now = self.clock.now().nanoseconds
+            st = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            with self.lock:
+                self.last[name] = msg
+                self.counts[name] += 1
+                if name == 'disparity':
+                    self.latency_ms.append((now - st) / 1e6)
+                    del self.latency_ms[:-4096]
+                    self.last_stamp = st
+            if name == 'depth':
+                self._depth_error(msg, st)
+        return f
+
+    def _depth_error(self, msg, st) -> None:
+        from ..convert import image_to_numpy
+        gt = self.gt(st)
+        if gt is None:
+            return
+        z = np.asarray(image_to_numpy(msg), dtype=np.float32)
+        if msg.encoding == '16UC1':
+            z = np.where(z > 0, z / 1000.0, np.nan)
+        gt_z, mask = gt
+        ok = mask & np.isfinite(z)
+        valid_frac = float(ok.sum()) / max(int(mask.sum()), 1)
+        if ok.any():
+            rel = np.abs(z[ok] - gt_z[ok]) / gt_z[ok]
+            with self.lock:
+                self.errors.append((float(np.median(rel)), float(np.mean(rel < 0.05)), valid_frac))
+                del self.errors[:-4096]
+
+
+def run(args) -> int:
+    from ..node.transport import use_shm_profile
+    profile = use_shm_profile()                       # before the first DDS participant exists
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'OFF')
+    try:
+        w, h = (int(v) for v in args.size.lower().split('x'))
+    except ValueError:
+        print(f'ffs-ros demo: --size must look like 640x480, got {args.size!r}', file=sys.stderr)
+        return 2
+    if args.frames < 1 or args.rate <= 0 or args.scenes < 1:
+        print('ffs-ros demo: --frames and --scenes must be >= 1 and --rate > 0', file=sys.stderr)
+        return 2
+    rss_start = rss_mb()
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from stereo_msgs.msg import DisparityImage
+
+    from ..convert import make_camera_infos, numpy_to_image
+    from ..node.params import ParamError
+    from ..node.stereo_node import StereoNode
+
+    fx, baseline = 0.8 * w, 0.12
+    ctx = Context()
+    rclpy.init(context=ctx)
+    executor = None
+    nodes = []
+    try:
+        overrides = [Parameter('max_disparity', value=float(args.max_disparity)),
+                     Parameter('expected_rate', value=float(args.rate)),
+                     Parameter('model', value=args.model)]
+        if args.backend:
+            overrides.append(Parameter('backend', value=args.backend))
+        try:
+            node = StereoNode(context=ctx, namespace=NAMESPACE, parameter_overrides=overrides)
+        except ParamError as e:
+            print(f'ffs-ros demo: {e}', file=sys.stderr)
+            return 2
+        finally:
+            sys.stdout.flush()
+        nodes.append(node)
+        print(f'generating {args.scenes} scenes at {w}x{h} ...', flush=True)
+        scenes = make_scenes(args.scenes, h, w, args.max_disparity, args.seed)
+        frames = []
+        for s in scenes:
+            left, right = numpy_to_image(s.left, 'rgb8'), numpy_to_image(s.right, 'rgb8')
+            left.header.frame_id = right.header.frame_id = 'left_optical'
+            with np.errstate(divide='ignore'):
+                gt_z = (fx * baseline / s.disparity).astype(np.float32)
+            xs = np.arange(w)[None, :]
+            mask = (~s.occluded) & (s.disparity > 0) & (xs - s.disparity >= 0)
+            frames.append((left, right, gt_z, mask))
+        li, ri = make_camera_infos(w, h, fx, baseline, frame_id='left_optical')
+        stamp_scene = {}   # stamp -> scene index (bounded)
+
+        def gt_for(st):
+            i = stamp_scene.get(st)
+            return None if i is None else frames[i][2:]
+
+        player = Node('demo_camera', namespace=NAMESPACE, context=ctx)
+        nodes.append(player)
+        pubs = {t: player.create_publisher(c, t, qos_profile_sensor_data) for t, c in (
+            ('left/image_rect', Image), ('right/image_rect', Image),
+            ('left/camera_info', CameraInfo), ('right/camera_info', CameraInfo))}
+        rec = Recorder(player.get_clock(), gt_for)
+        rq = QoSProfile(depth=2)
+        player.create_subscription(DisparityImage, 'disparity', rec.cb('disparity'), rq)
+        player.create_subscription(Image, 'depth/image_rect', rec.cb('depth'), rq)
+        player.create_subscription(PointCloud2, 'points2', rec.cb('points2'), rq)
+        executor = MultiThreadedExecutor(num_threads=2, context=ctx)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        for n in nodes:
+            executor.add_node(n)
+        spin.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+            time.sleep(0.01)
+        # a camera driver publishes camera_info with every frame; send it once ahead so that the
+        # first pair is not dropped as 'camera_info not yet received'
+        pubs['left/camera_info'].publish(li)
+        pubs['right/camera_info'].publish(ri)
+        while time.monotonic() < deadline and not node.has_camera_infos():
+            time.sleep(0.01)
+        info = node.matcher.info
+        print(f'playing {args.frames} pairs at {args.rate:g} Hz through stereo_node '
+              f'({info.backend} on {info.device}); Fast DDS profile {profile}', flush=True)
+
+        period = 1.0 / args.rate
+        # RSS settles during the first ~30 pairs (matcher/allocator per-thread buffers, DDS sample
+        # pools); growth is measured from here, so that it shows leaks rather than first use
+        warmup = min(args.frames, WARMUP_PAIRS)
+        rss_warm = None
+        t_next = time.monotonic()
+        t_play0 = time.monotonic()
+        for i in range(args.frames):
+            k = i % len(frames)
+            left, right, _, _ = frames[k]
+            stamp = player.get_clock().now().to_msg()
+            st = stamp.sec * 10**9 + stamp.nanosec
+            stamp_scene[st] = k
+            if len(stamp_scene) > 64:
+                stamp_scene.pop(next(iter(stamp_scene)))
+            for m in (li, ri, left, right):
+                m.header.stamp = stamp
+            for topic, m in (('left/camera_info', li), ('right/camera_info', ri),
+                             ('left/image_rect', left), ('right/image_rect', right)):
+                pubs[topic].publish(m)
+            if i + 1 == warmup:
+                node.wait_idle(30)
+                rss_warm = rss_mb()
+            if args.frames >= 200 and (i + 1) % 200 == 0:
+                print(f'  {i + 1}/{args.frames} pairs, RSS {rss_mb():.1f} MB', flush=True)
+            t_next += period
+            time.sleep(max(0.0, t_next - time.monotonic()))
+        play_s = time.monotonic() - t_play0
+        node.wait_idle(60)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and rec.last_stamp != st and node.health.published_total:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        rss_end = rss_mb()
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with rec.lock:
+            last = dict(rec.last)
+            lat = list(rec.latency_ms)
+            errs = list(rec.errors)
+        if 'disparity' not in last or 'depth' not in last or 'points2' not in last:
+            print('ffs-ros demo: no output received from stereo_node (see its log above)', file=sys.stderr)
+            return 1
+        write_pngs(out, last['disparity'], last['depth'], args.max_disparity)
+        npts = write_ply(out / 'cloud.ply', last['points2'])
+        summary = node.health.run_summary()
+        sync_failures = node._sync.sync_failures
+
+        rows = [('pairs in (played)', f'{args.frames} in {play_s:.1f} s'),
+                ('pairs synchronized', str(node.health.pairs_total)),
+                ('pairs out (published)', str(node.health.published_total)),
+                ('dropped (worker busy, latest wins)', str(node.dropped)),
+                ('sync failures / bad input', f'{sync_failures} / {node.bad_frames}')]
+        for stage, (p50, p95) in summary['stages'].items():
+            rows.append((f'{stage} ms p50 / p95', f'{p50:.2f} / {p95:.2f}'))
+        if lat:
+            l50, l95 = np.percentile(lat, [50, 95])
+            rows.append(('end-to-end latency ms p50 / p95', f'{l50:.1f} / {l95:.1f}'))
+        if errs:
+            e = np.asarray(errs)
+            rows.append(('depth error: median |dZ|/Z', f'{100 * np.median(e[:, 0]):.2f} %'))
+            rows.append(('depth within 5 % of truth', f'{100 * np.mean(e[:, 1]):.1f} % of valid px'))
+            rows.append(('valid px (of matchable truth)', f'{100 * np.mean(e[:, 2]):.1f} %'))
+        rows.append((f'RSS start / after {warmup} pairs / end',
+                     f'{rss_start:.1f} / {rss_warm or float("nan"):.1f} / {rss_end:.1f} MB'))
+        if rss_warm is not None and args.frames > warmup:
+            rows.append((f'RSS growth over the last {args.frames - warmup} pairs', f'{rss_end - rss_warm:+.1f} MB'))
+        rows.append(('outputs', f'{out}/disparity.png, depth.png, cloud.ply ({npts} points)'))
+        width = max(len(r[0]) for r in rows)
+        print(f'\nffs_ros demo: {w}x{h}, fx {fx:g} px, baseline {baseline} m, backend {info.backend} '
+              f'({info.model})')
+        print('-' * (width + 30))
+        for k, v in rows:
+            print(f'{k:<{width}}  {v}')
+        sys.stdout.flush()
+        return 0
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5)
+            spin.join(timeout=10)
+        for n in reversed(nodes):
+            n.destroy_node()
+        rclpy.try_shutdown(context=ctx)
