@@ -33,6 +33,7 @@ def test_bench_cli_sgbm_writes_the_json_contract(tmp_path, capsys):
         assert 0 <= s['p50_ms'] <= s['p95_ms']
     assert res['backend'] == 'sgbm' and res['size'] == [160, 120]
     assert 0 < res['overhead_p50_ms'] < res['total_p50_ms']
+    assert 0 < res['overhead_stage_sum_p50_ms'] and res['overhead_cpu_p50_ms'] > 0
     assert res['valid_fraction'] > 0.3       # SGBM found most of the generated scene
     table = capsys.readouterr().out
     assert 'overhead (not match)' in table and 'serialize' in table
