@@ -174,3 +174,16 @@ def test_torch_backend_pipeline_on_cpu(matching_model, tmp_path):
         TorchMatcher(src, device='cpu', fp16=True, model=FakeOwnModel(feat, post))
     with pytest.raises(RuntimeError, match='torch sees no CUDA GPU'):
         TorchMatcher(src, device='cuda', model=FakeOwnModel(feat, post))
+
+
+def test_provider_choice():
+    from ffs_ros.inference.onnx_backend import choose_providers
+    cpu_only = ['CPUExecutionProvider']
+    assert choose_providers(None, cpu_only) == cpu_only
+    gpu = ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']
+    names = [p[0] if isinstance(p, tuple) else p for p in choose_providers('cuda:1', gpu)]
+    assert names == gpu
+    assert choose_providers('cuda:1', gpu)[1] == ('CUDAExecutionProvider', {'device_id': 1})
+    assert choose_providers('cpu', gpu) == cpu_only
+    with pytest.raises(RuntimeError, match='needs onnxruntime-gpu'):
+        choose_providers('cuda', cpu_only)

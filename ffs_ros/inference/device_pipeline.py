@@ -76,6 +76,9 @@ class DevicePipelineMatcher(StereoMatcher):
     def _describe(self) -> dict:
         return {}
 
+    def _model_text(self) -> str:
+        return self.source.describe()
+
     # -- shared ---------------------------------------------------------------------------------------------------
     def _sync(self) -> None:
         if self.sync_timings and self.device.type == 'cuda':
@@ -98,7 +101,7 @@ class DevicePipelineMatcher(StereoMatcher):
         if self.last_plan is not None:
             p = self.last_plan
             extra.update(valid_window=p.valid_window, scale=(p.scale_x, p.scale_y), network_input=p.net_hw)
-        return MatcherInfo(backend=self._backend, device=str(self.device), model=self.source.describe(),
+        return MatcherInfo(backend=self._backend, device=str(self.device), model=self._model_text(),
                            resolution=self.net_size, extra=extra)
 
     def _network(self, x, plan: ResizePlan, timings: dict):

@@ -45,6 +45,9 @@ class TorchMatcher(DevicePipelineMatcher):
         return {'normalize': self.normalize, 'num_groups': self.cv_group, 'max_disp': self.max_disp,
                 'fp16': self.fp16, 'checkpoint': str(self.source.checkpoint)}
 
+    def _model_text(self) -> str:
+        return f'torch checkpoint {self.source.checkpoint} (max_disp {self.max_disp}, G={self.cv_group})'
+
     def _stages(self, left, right, timings):
         torch = self.torch
         autocast = torch.autocast('cuda', dtype=torch.float16, enabled=self.fp16) if self.device.type == 'cuda' \
