@@ -92,6 +92,9 @@ def test_plane_at_two_metres(setup):
     zc = raw[:, off['z']:off['z'] + 4].copy().view(np.float32).ravel()
     assert np.median(zc[np.isfinite(zc)]) == pytest.approx(Z, rel=0.02)
     assert info.k[0] == pytest.approx(FX) and (info.width, info.height) == (W, H)
+    color = player.out['color'].wait_for(lambda m: True)
+    assert color is not None and color.encoding == 'rgb8' and (color.height, color.width) == (H, W)
+    assert color.header.frame_id == 'left_optical'
 
     # diagnostics: three statuses named after the node, processing has per-stage times
     diag = player.out['diagnostics'].wait_for(

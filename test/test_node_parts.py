@@ -179,3 +179,21 @@ def test_every_spec_has_a_description_and_a_consistent_range():
             assert s.lo <= s.default <= s.hi, s.name
         if s.choices is not None:
             assert s.default in s.choices, s.name
+
+
+def test_stereo_yaml_lists_every_parameter_with_a_comment():
+    from pathlib import Path
+
+    import yaml
+    path = Path(__file__).resolve().parent.parent / 'config' / 'stereo.yaml'
+    doc = yaml.safe_load(path.read_text())
+    assert list(doc) == ['/**']   # a bare node name under a namespace would be silently ignored
+    values = doc['/**']['ros__parameters']
+    assert list(values) == [s.name for s in P.SPECS]
+    P.validate(values)
+    for s in P.SPECS:   # floats written as floats (an int for a double parameter is rejected by rclpy)
+        assert type(values[s.name]) is type(s.default), s.name
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith('    ') and not line.strip().startswith('#'):
+            assert lines[i - 1].strip().startswith('#'), f'no comment above {line.strip()}'
