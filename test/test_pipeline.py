@@ -349,3 +349,13 @@ def test_outputs_survive_rclpy_serialization():
     assert bytes(back.data) == bytes(out.cloud.data) and len(back.data) == H * W * 16
     d = image_to_numpy(deserialize_message(serialize_message(out.depth), Image))
     np.testing.assert_array_equal(d, image_to_numpy(out.depth))
+
+
+def test_allocator_tuning_applies_on_glibc():
+    import platform
+    import sys
+
+    from ffs_ros.pipeline import tune_allocator
+
+    expected = sys.platform.startswith('linux') and platform.libc_ver()[0] == 'glibc'
+    assert tune_allocator() is expected
