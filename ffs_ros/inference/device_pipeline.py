@@ -63,6 +63,7 @@ class DevicePipelineMatcher(StereoMatcher):
         plan_resize((32, 32), self.net_size, resize_mode)
         self._plans: dict = {}
         self._graphs: dict = {}
+        self._pinned: dict = {}
         self.last_plan: ResizePlan | None = None
         self._backend = 'device'
         self._mean = torch.tensor(IMAGENET_MEAN_255, device=self.device).view(1, 3, 1, 1)
@@ -139,9 +140,16 @@ class DevicePipelineMatcher(StereoMatcher):
         self.last_plan = plan
         with torch.inference_mode():
             with self.stage(timings, 'preprocess'):
-                pair = torch.from_numpy(np.stack([left, right]))           # [2,H,W,3] uint8, host
                 if self.device.type == 'cuda':
-                    pair = pair.pin_memory().to(self.device, non_blocking=True)   # the one upload
+                    host = self._pinned.get(left.shape)
+                    if host is None:  # page-locked staging buffer, reused per image size
+                        host = self._pinned[left.shape] = torch.empty((2,) + left.shape, dtype=torch.uint8,
+                                                                      pin_memory=True)
+                    host[0].numpy()[...] = left
+                    host[1].numpy()[...] = right
+                    pair = host.to(self.device, non_blocking=True)         # the one upload
+                else:
+                    pair = torch.from_numpy(np.stack([left, right]))       # [2,H,W,3] uint8
                 x = pair.permute(0, 3, 1, 2).float()
                 x = to_network_torch(x, plan)
                 if self.prenormalise:
