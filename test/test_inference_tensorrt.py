@@ -63,7 +63,8 @@ def test_cache_location_and_rebuild_rules(export, tmp_path, monkeypatch):
     monkeypatch.delenv('XDG_CACHE_HOME')
     monkeypatch.setenv('HOME', str(tmp_path / 'home'))
     assert engine_cache.cache_dir() == tmp_path / 'home' / '.cache' / 'ffs_ros' / 'engines'
-    key = engine_cache.make_key(export / 'feature_runner.onnx', '10.3', 'gpu', (8, 9), 'fp16', {'left': (1, 3, 64, 128)})
+    key = engine_cache.make_key(export / 'feature_runner.onnx', '10.3', 'gpu', (8, 9), 'fp16',
+                                {'left': (1, 3, 64, 128)})
     path = engine_cache.cached_engine_path(export / 'feature_runner.onnx', key, tmp_path / 'c')
     assert path.name.startswith('feature_runner-fp16-') and path.suffix == '.engine'
     assert engine_cache.needs_build(path)
