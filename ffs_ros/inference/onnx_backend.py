@@ -205,18 +205,30 @@ class OrtBoundTwoStageMatcher(DevicePipelineMatcher):
         return disp
 
 
+def _torch_cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def build_ort_matcher(source: ModelSource, device=None, threads=None, io_binding=None, **options):
     """The ORT matcher for `source` on `device` (None = GPU when onnxruntime-gpu offers one, else CPU)."""
     ort = import_ort()
     providers = choose_providers(device, ort.get_available_providers())
     gpu = _uses_gpu(providers)
     if source.kind == 'two_stage':
-        if io_binding or (gpu and io_binding is None):
+        if gpu and io_binding is None:
+            io_binding = _torch_cuda()   # device buffers need torch CUDA; else host buffers (more copies)
+        if io_binding:
             dev = device if device not in (None, 'auto') else ('cuda' if gpu else 'cpu')
             options.pop('gwc_threads', None)
             return OrtBoundTwoStageMatcher(source, providers=providers, device=dev, threads=threads, **options)
         options.pop('cuda_graph', None)
-        return OrtTwoStageMatcher(source, providers=providers, threads=threads, **options)
+        m = OrtTwoStageMatcher(source, providers=providers, threads=threads, **options)
+        m._device = 'cuda' if gpu else 'cpu'
+        return m
     if source.kind == 'single':
         options.pop('cuda_graph', None)
         m = OrtSingleMatcher(source, providers=providers, threads=threads, **options)
