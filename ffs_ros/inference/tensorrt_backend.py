@@ -235,7 +235,9 @@ class EngineRunner:
         self.plan = binding_plan(self.io, shapes)
         for name, shape in self.plan.set_shapes.items():
             if not self.context.set_input_shape(name, shape):
-                raise RuntimeError(f'{self.path}: TensorRT rejected shape {list(shape)} for {name!r}')
+                raise RuntimeError(f'{self.path}: TensorRT rejected shape {list(shape)} for {name!r} (outside the '
+                                   f'engine\'s optimisation profile); pass net_size matching the engine, or rebuild '
+                                   f'it for this size (force_engine_update / ffs-ros build-engine --size)')
         outs = {}
         for t in self.io:
             if not t.is_input:
@@ -285,7 +287,7 @@ class TensorRTMatcher(DevicePipelineMatcher):
 
     def _engine(self, role: str, net_hw):
         shapes = engine_input_shapes(self.source, role, net_hw)
-        prebuilt = self.source.engines.get(role) if self.source.network_size is not None else None
+        prebuilt = self.source.engines.get(role)
         path = ensure_engine(self.source.onnx_files[role], shapes, prebuilt=prebuilt, trt=self.trt,
                              **self.build_options)
         runner = EngineRunner(path, self.trt)
