@@ -197,3 +197,17 @@ def test_stereo_yaml_lists_every_parameter_with_a_comment():
     for i, line in enumerate(lines):
         if line.startswith('    ') and not line.strip().startswith('#'):
             assert lines[i - 1].strip().startswith('#'), f'no comment above {line.strip()}'
+
+
+def test_matcher_options_pass_only_what_the_backend_takes():
+    base = P.defaults()
+    assert P.matcher_options({**base, 'backend': 'sgbm', 'max_disparity': 100.0}) == {'max_disparity': 100}
+    opts = P.matcher_options({**base, 'backend': 'onnxruntime', 'threads': 2, 'net_width': 640,
+                              'net_height': 480, 'resize_mode': 'stretch'})
+    assert opts == {'max_disparity': 256, 'threads': 2, 'net_size': (480, 640), 'resize_mode': 'stretch'}
+    assert P.matcher_options({**base, 'backend': 'tensorrt', 'precision': 'fp32',
+                              'force_engine_update': True})['precision'] == 'fp32'
+    with pytest.raises(P.ParamError, match='precision applies to backend tensorrt'):
+        P.matcher_options({**base, 'backend': 'onnxruntime', 'precision': 'fp32'})
+    with pytest.raises(P.ParamError, match='net_width and net_height together'):
+        P.validate({**base, 'net_width': 640})

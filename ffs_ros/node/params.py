@@ -43,6 +43,19 @@ SPECS: tuple[ParamSpec, ...] = (
               "'onnxruntime', 'torch', 'tensorrt'", choices=BACKENDS),
     ParamSpec('model', '', "model file or directory; empty = the shipped default model (not used by sgbm)"),
     ParamSpec('device', '', "compute device for model backends, e.g. 'cpu' or 'cuda:0'; empty = best available"),
+    ParamSpec('resize_mode', '', "model backends: how images are fitted to the network size: 'letterbox' "
+              "(keep aspect, pad) or 'stretch'; empty = the backend's default (letterbox)",
+              choices=('', 'letterbox', 'stretch')),
+    ParamSpec('net_width', 0, 'model backends: run the network at this width (px, with net_height; a '
+              'multiple of 32); 0 = the model\'s own or the input size', 0, 8192),
+    ParamSpec('net_height', 0, 'model backends: network height (px, with net_width); 0 = automatic', 0, 8192),
+    ParamSpec('threads', 0, "backend 'onnxruntime': intra-op CPU threads; 0 = one per core", 0, 1024),
+    ParamSpec('precision', '', "backend 'tensorrt': engine precision 'fp16' or 'fp32'; empty = fp16",
+              choices=('', 'fp16', 'fp32')),
+    ParamSpec('force_engine_update', False, "backend 'tensorrt': rebuild the engine from the ONNX model even "
+              'if a cached one matches'),
+    ParamSpec('engine_cache_dir', '', "backend 'tensorrt': where built engines are cached; empty = the "
+              'default cache directory'),
     # --- inputs ---
     ParamSpec('approximate_sync', False,
               'pair left/right images whose stamps differ by up to approximate_sync_tolerance_seconds '
@@ -126,6 +139,9 @@ def validate(values: dict) -> dict:
         if s.lo is not None and not (s.lo <= v <= s.hi):
             problems.append(f'{s.name}={v!r} is outside [{s.lo:g}, {s.hi:g}]')
     v = {**defaults(), **values}
+    if not bad & {'net_width', 'net_height'} and (v['net_width'] > 0) != (v['net_height'] > 0):
+        problems.append(f'set net_width and net_height together (got {v["net_width"]}x{v["net_height"]}); '
+                        '0 and 0 = automatic')
     for lo, hi in (('min_depth', 'max_depth'), ('min_disparity', 'max_disparity')):
         if not bad & {lo, hi} and not v[lo] < v[hi]:
             problems.append(f'{lo} ({v[lo]}) must be smaller than {hi} ({v[hi]})')
@@ -139,6 +155,38 @@ def pipeline_config(values: dict) -> PipelineConfig:
     v = {**defaults(), **values}
     return PipelineConfig(**{k: (float(v[k]) if isinstance(SPEC_BY_NAME[k].default, float) else v[k])
                              for k in PIPELINE_FIELDS})
+
+
+# parameter -> (load_matcher option, backends that take it); passed only when not left at its default
+MATCHER_OPTIONS = {
+    'resize_mode': ('resize_mode', ('onnxruntime', 'torch', 'tensorrt', 'auto')),
+    'threads': ('threads', ('onnxruntime',)),
+    'precision': ('precision', ('tensorrt',)),
+    'force_engine_update': ('force_engine_update', ('tensorrt',)),
+    'engine_cache_dir': ('engine_cache_dir', ('tensorrt',)),
+}
+
+
+def matcher_options(values: dict) -> dict:
+    """load_matcher(**options) for the parameters; raises ParamError for an option the chosen
+    backend does not take (e.g. precision without backend tensorrt)."""
+    v = {**defaults(), **values}
+    backend = v['backend']
+    opts = {'max_disparity': int(round(v['max_disparity']))}
+    if v['net_width'] > 0 and backend != 'sgbm':
+        opts['net_size'] = (int(v['net_height']), int(v['net_width']))
+    problems = []
+    for name, (option, backends) in MATCHER_OPTIONS.items():
+        if v[name] == SPEC_BY_NAME[name].default or backend == 'sgbm':
+            continue
+        if backend not in backends:
+            problems.append(f'{name} applies to backend {" / ".join(b for b in backends if b != "auto")}, '
+                            f'not {backend!r}: set backend accordingly or leave {name} at its default')
+            continue
+        opts[option] = v[name]
+    if problems:
+        raise ParamError('invalid parameters: ' + '; '.join(problems))
+    return opts
 
 
 def _descriptor(s: ParamSpec):

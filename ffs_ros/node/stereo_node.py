@@ -56,7 +56,7 @@ def build_matcher(values: dict, logger=None) -> StereoMatcher:
     """The matcher the parameters ask for (raises ParamError with the reason when impossible)."""
     backend = values['backend']
     model = values['model'] or None
-    options = {'max_disparity': int(round(values['max_disparity']))}
+    options = P.matcher_options(values)
     device = values['device'] or None
     try:
         return load_matcher(model, backend=backend, device=device, **options)
@@ -65,7 +65,7 @@ def build_matcher(values: dict, logger=None) -> StereoMatcher:
             if logger is not None:
                 logger.warning(f"backend 'auto': no default model available ({e}); using "
                                f"'{P.AUTO_FALLBACK_BACKEND}' (set backend explicitly to silence this)")
-            return load_matcher(None, backend=P.AUTO_FALLBACK_BACKEND, **options)
+            return load_matcher(None, backend=P.AUTO_FALLBACK_BACKEND, max_disparity=options['max_disparity'])
         raise P.ParamError(f'cannot load backend {backend!r}'
                            + (f' with model {values["model"]!r}' if model else '') + f': {e}') from e
 
