@@ -156,6 +156,8 @@ class _BoundSession:
         for name, t in outputs.items():
             b.bind_output(name, self.kind, self.index, _np_dtype(t), list(t.shape), t.data_ptr())
         if self.kind == 'cuda':
+            import torch
+            torch.cuda.current_stream(self.device).synchronize()  # torch's writes land before ORT's stream reads
             b.synchronize_inputs()
         self.session.run_with_iobinding(b)
         if self.kind == 'cuda':
