@@ -147,3 +147,15 @@ def test_letterbox_round_trip_of_a_disparity_ramp():
     back = from_network(net, p)
     assert back.shape == (240, 400)
     assert np.abs(back[2:-2, 2:-2] - disp_in[2:-2, 2:-2]).max() < 0.05
+
+
+def test_yaml_with_python_tags_is_read(export, tmp_path):
+    """Training-arg dumps may carry python/* tags; only the plain values are needed."""
+    d = copy(export, tmp_path)
+    (d / 'onnx.yaml').write_text('max_disp: 32\nimage_size: !!python/tuple [64, 128]\nnormalize: false\n'
+                                 'args: !!python/object:argparse.Namespace {lr: 0.1}\n')
+    src = detect_model(d)
+    assert src.config.image_size == (64, 128) and src.config.normalize is False
+    (d / 'onnx.yaml').write_text('max_disp: [32\n')
+    with pytest.raises(ModelContractError, match='onnx.yaml is not valid YAML'):
+        detect_model(d)

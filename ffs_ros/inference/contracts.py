@@ -201,9 +201,8 @@ def read_config(path: Path | None) -> ModelConfig:
     cfg = ModelConfig()
     if path is None or not Path(path).is_file():
         return cfg
-    import yaml
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = _load_yaml(Path(path).read_text()) or {}
     except Exception as exc:  # noqa: BLE001
         raise ModelContractError(f'{path} is not valid YAML ({exc}); fix or delete it') from exc
     if not isinstance(data, dict):
@@ -225,6 +224,25 @@ def read_config(path: Path | None) -> ModelConfig:
     if isinstance(size, (list, tuple)) and len(size) == 2:
         cfg.image_size = (int(size[0]), int(size[1]))
     return cfg
+
+
+def _load_yaml(text: str):
+    """safe_load that tolerates the python/* tags some training-arg dumps carry (read as plain lists/maps/str)."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    def _plain(loader, suffix, node):
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        return loader.construct_scalar(node)
+
+    _Loader.add_multi_constructor('tag:yaml.org,2002:python/', _plain)
+    _Loader.add_multi_constructor('!', _plain)
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass, no object construction
 
 
 def _as_bool(v, path) -> bool:
