@@ -269,3 +269,116 @@ def test_runner_sets_shapes_and_binds_by_name(tmp_path):
         EngineRunner(eng, trt)
     assert dtype_name(types.SimpleNamespace(name='HALF')) == 'float16'
     assert np.dtype(dtype_name(types.SimpleNamespace(name='INT32'))) == np.int32
+
+
+# -- the whole TensorRT matcher, simulated on CPU: engines "built" from the ONNX run it with ONNX Runtime ---------
+
+def simulated_trt(calls, registry):
+    """A stand-in whose engines execute their ONNX with ONNX Runtime, reading/writing the bound buffers."""
+    import onnxruntime as ort
+    trt = fake_trt(calls)
+    np_to_trt = {'float32': 'FLOAT', 'float16': 'HALF'}
+
+    class Builder(trt.Builder):
+        def build_serialized_network(self, network, config):
+            calls['builds'] = calls.get('builds', 0) + 1
+            return b'ENGINE:' + calls['parsed'].encode()
+
+    class Parser(trt.OnnxParser):
+        def parse_from_file(self, path):
+            calls['parsed'] = str(path)
+            return super().parse_from_file(path)
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.addr, self.shapes = engine, {}, {}
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            feeds = {t.name: np.zeros(self.shapes.get(t.name, t.shape), t.dtype) for t in self.engine.graph.inputs}
+            out = self.engine.session.run([name], feeds)[0]
+            return out.shape
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+
+        def execute_async_v3(self, stream):
+            feeds = {t.name: registry[self.addr[t.name]].cpu().numpy() for t in self.engine.graph.inputs}
+            names = [t.name for t in self.engine.graph.outputs]
+            for n, v in zip(names, self.engine.session.run(names, feeds)):
+                registry[self.addr[n]].copy_(torch.from_numpy(v))
+            calls['executions'] = calls.get('executions', 0) + 1
+            return True
+
+    class Engine:
+        def __init__(self, path):
+            self.graph = read_graph(path)
+            self.session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+            self.io = [t for t in self.graph.inputs] + [t for t in self.graph.outputs]
+            self.num_io_tensors = len(self.io)
+
+        def get_tensor_name(self, i):
+            return self.io[i].name
+
+        def get_tensor_mode(self, name):
+            return 'INPUT' if self.graph.input(name) is not None else 'OUTPUT'
+
+        def get_tensor_dtype(self, name):
+            t = self.graph.input(name) or self.graph.output(name)
+            return types.SimpleNamespace(name=np_to_trt[t.dtype.name])
+
+        def get_tensor_shape(self, name):
+            t = self.graph.input(name) or self.graph.output(name)
+            return tuple(d if isinstance(d, int) else -1 for d in t.shape)
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return Engine(bytes(data)[len(b'ENGINE:'):].decode())
+
+    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
+    return trt
+
+
+def test_tensorrt_matcher_pipeline_simulated_on_cpu(tmp_path, monkeypatch):
+    """Engine cache, buffer planning/sharing, the volume between the engines and the letterbox all work together
+    and give the ONNX Runtime result (engines simulated; the real ones need a GPU)."""
+    from ffs_ros.inference import tensorrt_backend as tb
+    from ffs_ros.inference.tensorrt_backend import TensorRTMatcher
+    from test_inference_models import shifted_pair
+    _, _, d = make_two_stage(tmp_path / 'm', 64, 128, 32, use_16=False, random=True)
+    calls, registry = {}, {}
+    trt = simulated_trt(calls, registry)
+    monkeypatch.setattr(tb, '_require_cuda', lambda device: None)
+    monkeypatch.setattr(tb, 'gpu_identity', lambda device=None: ('FakeGPU', (8, 9)))
+    bind = EngineRunner.bind
+
+    def registering_bind(self, tensors):
+        registry.update({t.data_ptr(): t for t in tensors.values()})
+        bind(self, tensors)
+    monkeypatch.setattr(EngineRunner, 'bind', registering_bind)
+    src = detect_model(d)
+    m = TensorRTMatcher(src, device='cpu', trt=trt, engine_cache_dir=tmp_path / 'cache')
+    left, right = shifted_pair(60, 120, 8, seed=3)       # padded onto 64x128
+    out = m(left, right)
+    ref = load_matcher(d, 'onnxruntime')(left, right)
+    np.testing.assert_allclose(out, ref, atol=0.05, equal_nan=True)
+    assert calls['builds'] == 2 and calls['executions'] == 2
+    assert sorted(p.name.split('-')[0] for p in (tmp_path / 'cache').glob('*.engine')) == ['feature_runner',
+                                                                                         'post_runner']
+    _, (f_runner, p_runner, plan), (f_bufs, p_bufs) = m._sized[(64, 128)]
+    assert 'features_left_16' in f_bufs and 'features_left_16' not in p_bufs   # dropped input: never bound
+    assert p_bufs['features_left_08'] is f_bufs['features_left_08']             # shared, no copy
+    assert p_bufs['gwc_volume'].dtype == torch.float16
+    assert set(m.last_timings) == {'preprocess', 'feature', 'gwc', 'post', 'postprocess'}
+    m2 = TensorRTMatcher(src, device='cpu', trt=trt, engine_cache_dir=tmp_path / 'cache')
+    m2(left, right)
+    assert calls['builds'] == 2                                                   # cached engines reused

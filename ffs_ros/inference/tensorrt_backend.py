@@ -259,18 +259,23 @@ class EngineRunner:
             raise RuntimeError(f'{self.path}: execute_async_v3 failed')
 
 
+def _require_cuda(device) -> None:
+    if device.type != 'cuda':
+        raise TensorRTUnavailable(f'backend tensorrt runs on CUDA, not {device}; {ALTERNATIVES}')
+
+
 class TensorRTMatcher(DevicePipelineMatcher):
     """Two-stage or single-engine contract on TensorRT (engines built/cached on first use per network size)."""
 
     def __init__(self, source: ModelSource, device=None, precision: str = 'fp16', workspace_gb: float = 4.0,
-                 opt_level: int = 3, force_engine_update: bool = False, engine_cache_dir=None, **options) -> None:
-        self.trt = import_tensorrt()
+                 opt_level: int = 3, force_engine_update: bool = False, engine_cache_dir=None, trt=None,
+                 **options) -> None:
+        self.trt = trt or import_tensorrt()
         if source.kind not in ('two_stage', 'single'):
             raise ValueError(f'backend tensorrt builds engines from ONNX; {source.describe()} is not ONNX. Export '
                              f'it with `ffs-ros export`, or use backend torch')
         super().__init__(source, device=device or 'cuda', **options)
-        if self.device.type != 'cuda':
-            raise TensorRTUnavailable(f'backend tensorrt runs on CUDA, not {self.device}; {ALTERNATIVES}')
+        _require_cuda(self.device)
         self.prenormalise = source.kind == 'single'
         self.precision = precision
         self.build_options = dict(precision=precision, workspace_gb=workspace_gb, opt_level=opt_level,
@@ -329,7 +334,7 @@ class TensorRTMatcher(DevicePipelineMatcher):
     def _stages(self, left, right, timings):
         torch = self.torch
         kind, runners, bufs = self._alloc(tuple(left.shape[2:]))
-        stream = torch.cuda.current_stream(self.device).cuda_stream
+        stream = torch.cuda.current_stream(self.device).cuda_stream if self.device.type == 'cuda' else 0
         if kind == 'single':
             with self.stage(timings, 'feature'):
                 bufs[SINGLE_INPUTS[0]].copy_(left)
