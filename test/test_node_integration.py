@@ -1,7 +1,6 @@
 """stereo_node in-process over real rclpy: a textured plane at 2.0 m (fx 400 px, baseline 0.12 m
 -> 24 px disparity) goes in; disparity, depth, cloud and diagnostics come out with the right values."""
 import itertools
-import math
 import time
 
 import numpy as np
@@ -234,3 +233,12 @@ def test_model_backend_through_parameters(ros_context, spin_nodes, make_player, 
     diag = player.out['diagnostics'].wait_for(lambda a: any(s.name == 'stereo_node: model' for s in a.status))
     model = {kv.key: kv.value for s in diag.status if s.name == 'stereo_node: model' for kv in s.values}
     assert model['backend'] == 'onnxruntime' and model['network resolution'] == '256x128'
+
+
+def test_unknown_parameter_names_are_warned_about(ros_context, spin_nodes, make_player):
+    ns = f'/itest{next(_ns)}'
+    player = make_player(namespace=ns, outputs=())
+    node = make_node(ros_context, spin_nodes, ns, approximate_synk=True)   # typo of approximate_sync
+    log = player.out['rosout'].wait_for(lambda m: 'approximate_synk' in m.msg, timeout=10)
+    assert log is not None and log.level == 30 and 'approximate_sync' in log.msg
+    assert node.values['approximate_sync'] is False

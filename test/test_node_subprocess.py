@@ -101,7 +101,8 @@ def test_stereo_node_subprocess_with_params_file_gets_output(tmp_path):
     (['-p', 'min_depth:=5.0', '-p', 'max_depth:=1.0'], ['min_depth', 'max_depth']),
     (['-p', 'max_depth:=10'], ['max_depth', '10.0']),
     (['-p', 'depth_encoding:=mono8'], ['depth_encoding', '16UC1']),
-    (['-p', 'backend:=onnxruntime', '-p', 'model:=/nonexistent/model.onnx'], ['onnxruntime', '/nonexistent/model.onnx']),
+    (['-p', 'backend:=onnxruntime', '-p', 'model:=/nonexistent/model.onnx'],
+     ['onnxruntime', '/nonexistent/model.onnx']),
     (['-p', 'backend:=onnxruntime', '-p', 'precision:=fp32'], ['precision', 'tensorrt']),
 ])
 def test_bad_parameters_exit_nonzero_with_a_clear_message(tmp_path, args, words):

@@ -14,7 +14,6 @@ diagnostics ERROR, the frame dropped, the next good pair processed.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import traceback
 from typing import Optional
@@ -89,7 +88,7 @@ class StereoNode(Node):
 
     def _setup(self, matcher: Optional[StereoMatcher]) -> None:
         self.values = P.declare(self)
-        unknown = sorted(set(self._parameter_overrides) - set(P.SPEC_BY_NAME) - {'use_sim_time'})
+        unknown = sorted(set(getattr(self, '_parameter_overrides', {})) - set(P.SPEC_BY_NAME) - {'use_sim_time'})
         if unknown:
             self.get_logger().warning(f'ignoring unknown parameters {unknown} (typo in the params file?); '
                                       f'known: {", ".join(P.SPEC_BY_NAME)}')
