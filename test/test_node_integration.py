@@ -242,3 +242,13 @@ def test_unknown_parameter_names_are_warned_about(ros_context, spin_nodes, make_
     log = player.out['rosout'].wait_for(lambda m: 'approximate_synk' in m.msg, timeout=10)
     assert log is not None and log.level == 30 and 'approximate_sync' in log.msg
     assert node.values['approximate_sync'] is False
+
+
+def test_diagnostics_error_when_no_pairs_arrive(ros_context, spin_nodes, make_player):
+    ns = f'/itest{next(_ns)}'
+    player = make_player(namespace=ns, outputs=())
+    make_node(ros_context, spin_nodes, ns, no_pairs_timeout_seconds=0.3)
+    diag = player.out['diagnostics'].wait_for(lambda a: any(
+        s.name == 'stereo_node: input' and s.level == b'\x02' and 'no synchronized pairs' in s.message
+        for s in a.status), timeout=10)
+    assert diag is not None
