@@ -7,8 +7,8 @@ and, when `normalize` is true, that sum is divided by ||L_g(h, w)|| * ||R_g(h, w
 (per-group cosine). Sums accumulate in float32; the result is laid out [B, G, D, H, W].
 
 `gwc_volume_torch` is the implementation our own model trains with and the torch/CUDA backends run;
-`gwc_volume_numpy` is the CPU implementation for ONNX Runtime: the same formula with reused buffers, in-place
-division and the groups split over worker threads (see its docstring).
+`gwc_volume_numpy` is the CPU implementation for ONNX Runtime: the same formula evaluated as banded small matrix
+products (BLAS) over blocks of columns, split over worker threads (see its docstring).
 """
 from __future__ import annotations
 
@@ -50,52 +50,61 @@ def _pool(workers: int):
 
 
 def gwc_volume_numpy(left: np.ndarray, right: np.ndarray, num_groups: int, max_disp: int,
-                     normalize: bool = True, out: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
-    """left, right: float arrays [B, C, H, W] -> volume [B, G, D, H, W] (float32, or out's dtype).
+                     normalize: bool = True, out: np.ndarray | None = None, threads: int | None = None,
+                     block: int = 32) -> np.ndarray:
+    """left, right: float arrays [B, C, H, W] -> volume [B, G, D, H, W] (float32, or out's dtype, e.g. float16).
 
-    Per disparity, the group dot products are accumulated in float32 into one reused buffer (no per-d
-    allocation), divided in place by the norm product, and written once into `out` -- which may be float16 when
-    the post graph wants fp16 (the cast happens during that write). Groups are split across `threads` worker
-    threads (default: min(cores, G)).
+    Same formula as the contract, computed as small matrix products: for each image row of each group and each
+    block of `block` left columns x, the products of those columns with the right columns x-D+1 .. x+block-1 form
+    a [block, block+D-1] matrix (one BLAS call for all rows) whose diagonals are the volume entries for d = 0..D-1;
+    the norm products are divided in before the diagonals are read out (a strided view, no copy) and written once
+    into `out` (the fp16 cast happens during that write). The right features are zero-padded by D-1 columns on the
+    left, which yields the contract's 0 for w < d (0 / (0 + eps)). Sums accumulate in float32. Rows are split over
+    `threads` worker threads (default: min(cores, B*G)); numpy releases the GIL in matmul.
     """
     b, c, h, w = left.shape
     if c % num_groups:
         raise ValueError(f'{c} feature channels cannot be split into {num_groups} groups')
     if right.shape != left.shape:
         raise ValueError(f'left {left.shape} and right {right.shape} features differ in shape')
-    g = num_groups
-    lg = np.asarray(left, dtype=np.float32).reshape(b, g, c // g, h, w)
-    rg = np.asarray(right, dtype=np.float32).reshape(b, g, c // g, h, w)
+    g, d = num_groups, max_disp
+    cg, bg = c // g, b * g
     if out is None:
-        out = np.empty((b, g, max_disp, h, w), np.float32)
-    elif out.shape != (b, g, max_disp, h, w):
-        raise ValueError(f'out has shape {out.shape}, expected {(b, g, max_disp, h, w)}')
+        out = np.empty((b, g, d, h, w), np.float32)
+    elif out.shape != (b, g, d, h, w):
+        raise ValueError(f'out has shape {out.shape}, expected {(b, g, d, h, w)}')
+    # channels-last rows: [B*G*H, W, C/G]; right padded with D-1 zero columns on the left
+    lt = np.ascontiguousarray(np.asarray(left, np.float32).reshape(b, g, cg, h, w).transpose(0, 1, 3, 4, 2))
+    lt = lt.reshape(bg * h, w, cg)
+    rt = np.zeros((bg * h, w + d - 1, cg), np.float32)
+    rt[:, d - 1:] = np.asarray(right, np.float32).reshape(b, g, cg, h, w).transpose(0, 1, 3, 4, 2).reshape(
+        bg * h, w, cg)
     if normalize:
-        ln = np.sqrt(np.einsum('bgchw,bgchw->bghw', lg, lg))
-        rn = np.sqrt(np.einsum('bgchw,bgchw->bghw', rg, rg))
+        ln = np.sqrt(np.einsum('nwc,nwc->nw', lt, lt))
+        rn = np.sqrt(np.einsum('nwc,nwc->nw', rt, rt))
+    out_bg = out.reshape(bg, d, h, w)
 
-    def work(gs: slice) -> None:
-        lsub, rsub, osub = lg[:, gs], rg[:, gs], out[:, gs]
-        buf = np.empty(lsub.shape[:2] + (h, w), np.float32)
-        den = np.empty_like(buf) if normalize else None
-        for d in range(max_disp):
-            if d >= w:
-                osub[:, :, d] = 0
-                continue
-            dot = buf[..., :w - d]
-            np.einsum('bgchw,bgchw->bghw', lsub[..., d:], rsub[..., :w - d], out=dot)
+    def work(span: tuple[int, int]) -> None:
+        a, z = span                       # (b, g) pairs a..z-1 = rows a*h .. z*h-1
+        r0, r1 = a * h, z * h
+        for x0 in range(0, w, block):
+            x1 = min(w, x0 + block)
+            nb = x1 - x0
+            prod = np.matmul(lt[r0:r1, x0:x1], rt[r0:r1, x0:x1 + d - 1].transpose(0, 2, 1))  # [rows, nb, nb+D-1]
             if normalize:
-                dd = den[..., :w - d]
-                np.multiply(ln[:, gs, :, d:], rn[:, gs, :, :w - d], out=dd)
-                dd += EPS
-                dot /= dd
-            osub[:, :, d, :, :d] = 0
-            osub[:, :, d, :, d:] = dot
+                den = ln[r0:r1, x0:x1, None] * rn[r0:r1, None, x0:x1 + d - 1]
+                den += EPS
+                prod /= den
+            s_row, s_i, s_k = prod.strides
+            # diag[r, j, i] = prod[r, i, i + j] = V at x = x0 + i, d = D-1-j
+            diag = np.lib.stride_tricks.as_strided(prod, (r1 - r0, d, nb), (s_row, s_k, s_i + s_k))
+            out_bg[a:z, :, :, x0:x1] = diag[:, ::-1, :].reshape(z - a, h, d, nb).transpose(0, 2, 1, 3)
 
-    workers = max(1, min(threads or os.cpu_count() or 1, g))
-    if workers == 1:
-        work(slice(None))
+    workers = max(1, min(threads or os.cpu_count() or 1, bg))
+    edges = np.linspace(0, bg, workers + 1).astype(int)
+    spans = [(int(a), int(z)) for a, z in zip(edges[:-1], edges[1:]) if z > a]
+    if len(spans) == 1:
+        work(spans[0])
     else:
-        edges = np.linspace(0, g, workers + 1).astype(int)
-        list(_pool(workers).map(work, [slice(a, z) for a, z in zip(edges[:-1], edges[1:]) if z > a]))
+        list(_pool(len(spans)).map(work, spans))
     return out
