@@ -19,6 +19,7 @@ import numpy as np
 
 from ..synth import render_scene
 
+DEFAULT_TRAIN_SEED = 1  # training caches; evaluation uses other seeds
 _FILES = ('left', 'right', 'disp', 'occ')
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ DEFAULT_TRAIN = {
     'steps': 3000, 'batch': 4, 'crop': [160, 288], 'lr': 1e-3, 'weight_decay': 1e-4, 'pct_start': 0.05,
     'grad_clip': 1.0, 'iter_gamma': 0.8, 'init_weight': 0.5, 'ckpt_every': 100, 'keep_every': 500,
     'log_every': 10, 'seed': 0, 'threads': 2,
+    'deadline': None,   # 'HH:MM' (UTC, today): one-cycle over wall-clock time instead of steps, stop there
 }
 DEFAULT_DATA = {'cache': 'data_cache/train_v1', 'n': 4000, 'height': 192, 'width': 320,
                 'max_disparity': 96.0, 'seed': 1}
@@ -37,6 +39,31 @@ def merge(defaults, overrides, what):
             raise ValueError(f'unknown {what} key {k!r}; known: {", ".join(out)}')
         out[k] = v
     return out
+
+
+def one_cycle_lr(p, max_lr, pct_start, div=25.0, final_div=1e4):
+    """One-cycle learning rate at progress p in [0, 1]: cosine warm-up to max_lr, cosine anneal to ~0."""
+    p = min(max(p, 0.0), 1.0)
+    lo, end = max_lr / div, max_lr / div / final_div
+    if p < pct_start:
+        t = p / pct_start
+        return lo + (max_lr - lo) * (1 - math.cos(math.pi * t)) / 2
+    t = (p - pct_start) / max(1 - pct_start, 1e-9)
+    return end + (max_lr - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def parse_deadline(text, now=None):
+    """'HH:MM' (UTC) -> epoch seconds of the next such time (today, or tomorrow if already past)."""
+    import datetime as dt
+    now = dt.datetime.now(dt.timezone.utc) if now is None else now
+    try:
+        hh, mm = (int(v) for v in str(text).split(':'))
+    except ValueError:
+        raise ValueError(f'train.deadline {text!r}: expected HH:MM in UTC, e.g. "09:55"') from None
+    t = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    if t <= now:
+        t += dt.timedelta(days=1)
+    return t.timestamp()
 
 
 def sequence_loss(out, gt, valid, iter_gamma=0.8, init_weight=0.5):
@@ -94,6 +121,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
     np_rng = np.random.default_rng(tcfg['seed'])
     torch.manual_seed(tcfg['seed'])
     step = 0
+    time_start = time.time()
     latest = out / 'latest.pt'
     if resume:
         if not latest.is_file():
@@ -110,6 +138,11 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
             sched._schedule_phases = fresh._schedule_phases
             log(f'one-cycle schedule re-planned to {tcfg["steps"]} steps')
         step = int(ck['step'])
+        if 'time_start' in ck:
+            time_start = float(ck['time_start'])
+        elif (out / 'log.jsonl').is_file():  # older checkpoint: recover the start from the first log line
+            first = json.loads((out / 'log.jsonl').read_text().splitlines()[0])
+            time_start = first['time'] - first['s_per_step'] * first['step']
         torch.set_rng_state(ck['rng']['torch'])
         np_rng.bit_generator.state = ck['rng']['numpy']
         log(f'resumed from {latest} at step {step}')
@@ -124,9 +157,21 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
     iters = int(model.config['train_iters'])
     t_last, steps_since = time.time(), 0
     end = int(tcfg['steps']) if max_steps is None else min(int(tcfg['steps']), step + int(max_steps))
+    deadline = parse_deadline(tcfg['deadline']) if tcfg['deadline'] else None
+    if deadline:
+        end = int(1e9) if max_steps is None else step + int(max_steps)
+        log(f'time-based one-cycle from {time.strftime("%H:%M:%S", time.gmtime(time_start))} to '
+            f'{time.strftime("%H:%M:%S", time.gmtime(deadline))} UTC')
+    extra = {'time_start': time_start}
     try:
         with open(out / 'log.jsonl', 'a') as logf:
             while step < end and not stop['flag']:
+                if deadline:
+                    prog = (time.time() - time_start) / max(deadline - time_start, 1.0)
+                    if prog >= 1.0:
+                        break
+                    for g in opt.param_groups:
+                        g['lr'] = one_cycle_lr(prog, tcfg['lr'], tcfg['pct_start'])
                 b = ds.batch(np_rng.integers(0, len(ds), tcfg['batch']), np_rng)
                 f = model.features(b['left'], b['right'])
                 vol = model.gwc(f['features_left_04'], f['features_right_04'])
@@ -136,7 +181,8 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg['grad_clip'])
                 opt.step()
-                sched.step()
+                if not deadline:
+                    sched.step()
                 step += 1
                 steps_since += 1
                 if step % tcfg['log_every'] == 0 or step == end:
@@ -144,21 +190,21 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
                         epe, bad3 = metrics(o['final'], b['disp'], b['valid'])
                         epe0, _ = metrics(o['init'], b['disp'], b['valid'])
                     now = time.time()
-                    rec = {'step': step, 'loss': round(float(loss), 4), 'epe': round(epe, 3),
+                    rec = {'step': step, 'loss': round(loss.item(), 4), 'epe': round(epe, 3),
                            'bad3': round(bad3, 4), 'epe_init': round(epe0, 3),
-                           'lr': float(sched.get_last_lr()[0]), 's_per_step': round((now - t_last) / steps_since, 3),
+                           'lr': float(opt.param_groups[0]['lr']), 's_per_step': round((now - t_last) / steps_since, 3),
                            'time': now}
                     logf.write(json.dumps(rec) + '\n')
                     logf.flush()
                     log(json.dumps(rec))
                     t_last, steps_since = now, 0
                 if step % tcfg['ckpt_every'] == 0:
-                    save_checkpoint(latest, model, opt, sched, step, np_rng, tcfg)
+                    save_checkpoint(latest, model, opt, sched, step, np_rng, tcfg, extra)
                     if tcfg['keep_every'] and step % tcfg['keep_every'] == 0:
                         torch.save({'config': model.config, 'state_dict': model.state_dict(), 'step': step},
                                    out / f'model_{step:06d}.pt')
     finally:
-        save_checkpoint(latest, model, opt, sched, step, np_rng, tcfg)
+        save_checkpoint(latest, model, opt, sched, step, np_rng, tcfg, extra)
         for s, h in old.items():
             signal.signal(s, h)
     torch.save({'config': model.config, 'state_dict': model.state_dict(), 'step': step}, out / 'final.pt')

@@ -1,0 +1,111 @@
+"""FFSSmall: the two-stage split, the public load_model API, and that it can learn (one tiny overfit)."""
+import numpy as np
+import pytest
+import torch
+
+from ffs_ros.inference.gwc import gwc_volume_torch
+from ffs_ros.model import FEATURE_NAMES, build_model, load_model
+from ffs_ros.model.lookup import lookup_last
+from ffs_ros.model.volume import shifted_stack
+
+TINY = {'max_disp': 32, 'enc': [8, 8, 16, 16, 16], 'feat': [16, 16, 16, 16], 'stem_ch': 8, 'concat_ch': 4,
+        'vol': [8, 8, 8, 8], 'geo_ch': 2, 'hidden': 16, 'ctx': 16, 'valid_iters': 2, 'train_iters': 2}
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    torch.manual_seed(0)
+    return build_model(TINY).eval()
+
+
+def _pair(h=64, w=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, h, w, generator=g) * 255, torch.rand(1, 3, h, w, generator=g) * 255
+
+
+def test_feature_stage_names_and_shapes(tiny):
+    left, right = _pair()
+    with torch.no_grad():
+        f = tiny.features(left, right)
+    assert tuple(f) == FEATURE_NAMES
+    assert f['features_left_04'].shape == (1, 16, 16, 24)
+    assert f['features_right_04'].shape == (1, 16, 16, 24)
+    assert f['features_left_08'].shape[-2:] == (8, 12)
+    assert f['features_left_16'].shape[-2:] == (4, 6)
+    assert f['features_left_32'].shape[-2:] == (2, 3)
+    assert f['stem_2x'].shape == (1, 8, 32, 48)
+
+
+def test_forward_is_post_of_features_and_contract_volume(tiny):
+    left, right = _pair()
+    with torch.no_grad():
+        full = tiny(left, right)
+        f = tiny.features(left, right)
+        vol = gwc_volume_torch(f['features_left_04'], f['features_right_04'], tiny.cv_group, tiny.max_disp // 4,
+                               tiny.normalize)
+        split = tiny.post(**f, gwc_volume=vol.half())  # upstream feeds the volume as fp16
+    assert full.shape == (1, 1, 64, 96)
+    assert torch.allclose(full, split, atol=0.05)
+    assert tiny.max_disp == 32 and tiny.cv_group == 8 and tiny.normalize is True and tiny.valid_iters == 2
+
+
+def test_load_model_roundtrip(tmp_path, tiny):
+    path = tmp_path / 'm.pt'
+    torch.save({'config': tiny.config, 'state_dict': tiny.state_dict(), 'step': 7}, path)
+    m = load_model(path)
+    assert not m.training and m.step == 7
+    left, right = _pair(seed=1)
+    with torch.no_grad():
+        assert torch.allclose(m(left, right), tiny(left, right))
+    with pytest.raises(FileNotFoundError, match='ffs-ros train'):
+        load_model(tmp_path / 'missing.pt')
+    torch.save({'weights': 1}, tmp_path / 'bad.pt')
+    with pytest.raises(ValueError, match='not an ffs_ros checkpoint'):
+        load_model(tmp_path / 'bad.pt')
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match='multiple of 32'):
+        build_model({'max_disp': 100})
+    with pytest.raises(ValueError, match='unknown model config key'):
+        build_model({'widht': 3})
+
+
+def test_lookup_interpolates_and_zeroes_outside():
+    vals = torch.tensor([[0.0, 10.0, 20.0, 30.0]])
+    pos = torch.tensor([[0.0, 0.5, 2.25, 3.0, -1.0, 3.5, 4.0]])
+    out = lookup_last(vals, pos)
+    assert torch.allclose(out, torch.tensor([[0.0, 5.0, 22.5, 30.0, 0.0, 15.0, 0.0]]))
+
+
+def test_shifted_stack_matches_definition():
+    r = torch.arange(2 * 5, dtype=torch.float32).view(1, 1, 2, 5)
+    s = shifted_stack(r, 3)
+    for d in range(3):
+        for w in range(5):
+            want = r[0, 0, :, w - d] if w >= d else torch.zeros(2)
+            assert torch.equal(s[0, 0, d, :, w], want)
+
+
+def test_tiny_model_learns_a_constant_shift():
+    """A few optimisation steps on one plane pair must reduce the error a lot (the graph is trainable)."""
+    from ffs_ros.model.train import sequence_loss
+    from ffs_ros.synth import plane_pair
+    torch.manual_seed(0)
+    m = build_model(TINY).train()
+    s = plane_pair(32, 64, 8.0, seed=3)
+    left = torch.from_numpy(s.left).permute(2, 0, 1)[None].float()
+    right = torch.from_numpy(s.right).permute(2, 0, 1)[None].float()
+    gt = torch.from_numpy(s.disparity)[None, None]
+    valid = torch.from_numpy(~s.occluded)[None, None]
+    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+    errs = []
+    for _ in range(30):
+        f = m.features(left, right)
+        o = m.post(**f, gwc_volume=m.gwc(f['features_left_04'], f['features_right_04']), return_all=True)
+        loss = sequence_loss(o, gt, valid)
+        errs.append(float((o['final'] - gt).abs()[valid].mean()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.mean(errs[-5:]) < 0.3 * np.mean(errs[:3])
