@@ -75,3 +75,11 @@ def test_bad_group_count_and_buffer_are_refused(feats):
         gwc_volume_numpy(left, right, 7, 4)
     with pytest.raises(ValueError, match='out has shape'):
         gwc_volume_numpy(left, right, 8, 4, out=np.empty((1, 8, 5, 5, 23), np.float32))
+
+
+def test_tensor_dispatch_on_cpu_matches_reference(feats):
+    from ffs_ros.inference.gwc import gwc_volume_tensor
+    left, right = feats
+    vol = gwc_volume_tensor(torch.from_numpy(left), torch.from_numpy(right), 8, 12, True)
+    assert isinstance(vol, torch.Tensor) and vol.dtype == torch.float32
+    assert np.abs(vol.numpy() - reference(left, right, 8, 12, True)).max() <= 1e-3

@@ -3,7 +3,7 @@
 CPU: the CPU execution provider with intra-op threads = cores; host numpy pipeline; the correlation volume by
 :func:`gwc_volume_numpy` written straight into a preallocated buffer of the dtype the post graph declares.
 GPU (onnxruntime-gpu with the CUDA or TensorRT execution provider): I/O binding to torch CUDA buffers so features and
-the volume never leave the device (GWC by :func:`gwc_volume_torch`), one upload and one download per frame.
+the volume never leave the device (GWC by :func:`gwc_volume_tensor`), one upload and one download per frame.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from .contracts import GWC_INPUT, GWC_SOURCES, SINGLE_INPUTS, SINGLE_OUTPUT, ModelSource
 from .device_pipeline import DevicePipelineMatcher
-from .gwc import gwc_volume_numpy, gwc_volume_torch
+from .gwc import gwc_volume_numpy, gwc_volume_tensor
 from .two_stage import NetworkMatcher, feature_output_shapes, stage_plan, timed
 
 GPU_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
@@ -198,7 +198,7 @@ class OrtBoundTwoStageMatcher(DevicePipelineMatcher):
         with self.stage(timings, 'feature'):
             self.feature.run({'left': left, 'right': right}, feats)
         with self.stage(timings, 'gwc'):
-            vol = gwc_volume_torch(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups,
+            vol = gwc_volume_tensor(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups,
                                    plan.num_disparities, plan.normalize)
             feeds = {n: feats[n].to(getattr(torch, np.dtype(dt).name)) for n, dt in plan.post_feeds.items()}
             feeds[GWC_INPUT] = vol.to(getattr(torch, np.dtype(plan.gwc_dtype).name))

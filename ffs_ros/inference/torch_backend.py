@@ -2,14 +2,15 @@
 
 The model exposes ``.features(left, right) -> dict`` (upstream feature names), ``.post(**features, gwc_volume=...)``
 -> disp [B,1,H,W], and attributes ``max_disp``, ``cv_group``, ``normalize``; inputs are float32 RGB 0..255 at a
-multiple of 32. The volume is built with :func:`gwc_volume_torch` between the two calls, exactly as the two-stage
-ONNX contract does, so this path and the export agree. On CUDA, fp16 autocast (default on) and optional CUDA graphs.
+multiple of 32. The volume is built between the two calls with :func:`gwc_volume_tensor` (torch on CUDA, the BLAS
+path on CPU), exactly as for the two-stage ONNX contract, so this path and the export agree. On CUDA, fp16 autocast
+(default on) and optional CUDA graphs.
 """
 from __future__ import annotations
 
 from .contracts import GWC_SOURCES, ModelSource
 from .device_pipeline import DevicePipelineMatcher
-from .gwc import gwc_volume_torch
+from .gwc import gwc_volume_tensor
 
 
 def load_own_model(checkpoint, device):
@@ -56,7 +57,7 @@ class TorchMatcher(DevicePipelineMatcher):
             with self.stage(timings, 'feature'):
                 feats = self.model.features(left, right)
             with self.stage(timings, 'gwc'):
-                vol = gwc_volume_torch(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], self.cv_group,
+                vol = gwc_volume_tensor(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], self.cv_group,
                                        self.max_disp // 4, self.normalize)
                 if self.fp16:
                     vol = vol.half()
