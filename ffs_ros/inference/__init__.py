@@ -11,7 +11,7 @@ BACKENDS = ('auto', 'sgbm', 'onnxruntime', 'torch', 'tensorrt')
 COMMON_OPTIONS = ('resize_mode', 'allow_upscale', 'net_size', 'remove_invisible')
 BACKEND_OPTIONS = {
     'onnxruntime': ('threads', 'gwc_threads', 'io_binding', 'cuda_graph'),
-    'torch': ('fp16', 'cuda_graph', 'sync_timings'),
+    'torch': ('fp16', 'cuda_graph', 'sync_timings', 'threads'),
     'tensorrt': ('precision', 'workspace_gb', 'opt_level', 'force_engine_update', 'engine_cache_dir',
                  'cuda_graph', 'sync_timings'),
 }

@@ -1,8 +1,9 @@
-"""A matcher whose whole pipeline stays on one torch device (CUDA on robots; CPU works too and is what tests use).
+"""A matcher whose network stages run on one torch device (CUDA on robots; CPU works too and is what tests use).
 
-Per frame: the two uint8 images go to the device in ONE copy (stacked), are letterboxed/normalised there, the
-subclass runs the network stages on device tensors (:meth:`DevicePipelineMatcher._stages`), the disparity is cropped,
-resized, scaled and invalidated on the device and comes back in ONE copy. Used by the torch backend (our own
+On a GPU, per frame: the two uint8 images go to the device in ONE copy (stacked, from a reused pinned buffer), are
+letterboxed/normalised there, the subclass runs the network stages on device tensors
+(:meth:`DevicePipelineMatcher._stages`), the disparity is cropped, resized, scaled and invalidated on the device and
+comes back in ONE copy. On CPU the letterbox and postprocessing are the host (OpenCV/numpy) ones. Used by the torch backend (our own
 checkpoint), the TensorRT backend and ONNX Runtime with I/O binding.
 
 Optional CUDA-graph capture (``cuda_graph=True``, CUDA only) records the network stages once per network size and
@@ -16,7 +17,9 @@ import numpy as np
 
 from .base import MatcherInfo, StereoMatcher, check_pair
 from .contracts import IMAGENET_MEAN_255, IMAGENET_STD_255, ModelSource
-from .letterbox import ResizePlan, from_network_torch, plan_resize, to_network_torch
+from .letterbox import (ResizePlan, from_network, from_network_torch, invalidate, plan_resize, to_network,
+                        to_network_torch)
+from .two_stage import imagenet_normalise, to_nchw
 
 
 def resolve_torch_device(device):
@@ -134,38 +137,56 @@ class DevicePipelineMatcher(StereoMatcher):
 
     def match(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         check_pair(left, right)
-        torch = self.torch
         timings: dict = {}
         plan = self.plan_for(left.shape[:2])
         self.last_plan = plan
-        with torch.inference_mode():
-            with self.stage(timings, 'preprocess'):
-                if self.device.type == 'cuda':
-                    host = self._pinned.get(left.shape)
-                    if host is None:  # page-locked staging buffer, reused per image size
-                        host = self._pinned[left.shape] = torch.empty((2,) + left.shape, dtype=torch.uint8,
-                                                                      pin_memory=True)
-                    host[0].numpy()[...] = left
-                    host[1].numpy()[...] = right
-                    pair = host.to(self.device, non_blocking=True)         # the one upload
-                else:
-                    pair = torch.from_numpy(np.stack([left, right]))       # [2,H,W,3] uint8
-                x = pair.permute(0, 3, 1, 2).float()
-                x = to_network_torch(x, plan)
-                if self.prenormalise:
-                    x = (x - self._mean) / self._std
-                x = x.contiguous()
-            disp = self._network(x, plan, timings)
-            with self.stage(timings, 'postprocess'):
-                d = from_network_torch(disp.float(), plan)[0, 0]
-                bad = ~torch.isfinite(d) | (d <= 0)
-                if self.remove_invisible:
-                    xs = torch.arange(d.shape[-1], device=d.device, dtype=d.dtype)
-                    bad |= (xs - d) < 0
-                d = d.masked_fill(bad, float('nan'))
-                out = d.cpu().numpy()                                      # the one download
+        with self.torch.inference_mode():
+            if self.device.type == 'cpu':
+                out = self._match_host(left, right, plan, timings)
+            else:
+                out = self._match_device(left, right, plan, timings)
         self.last_timings = timings
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _match_host(self, left, right, plan: ResizePlan, timings: dict) -> np.ndarray:
+        """CPU: letterbox and postprocess with OpenCV/numpy (the same code as the host matchers; small torch
+        elementwise ops stall for tens of ms in torch's thread pool on a busy CPU)."""
+        torch = self.torch
+        with self.stage(timings, 'preprocess'):
+            x = np.concatenate([to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))])
+            if self.prenormalise:
+                imagenet_normalise(x)
+            x = torch.from_numpy(x)
+        disp = self._network(x, plan, timings)
+        with self.stage(timings, 'postprocess'):
+            d = disp.detach().float().numpy()[0, 0]
+            return invalidate(from_network(d, plan), self.remove_invisible)
+
+    def _match_device(self, left, right, plan: ResizePlan, timings: dict) -> np.ndarray:
+        """GPU: one upload of the pair, letterbox/normalise/crop/resize/invalidate on the device, one download."""
+        torch = self.torch
+        with self.stage(timings, 'preprocess'):
+            host = self._pinned.get(left.shape)
+            if host is None:  # page-locked staging buffer, reused per image size
+                host = self._pinned[left.shape] = torch.empty((2,) + left.shape, dtype=torch.uint8,
+                                                              pin_memory=True)
+            host[0].numpy()[...] = left
+            host[1].numpy()[...] = right
+            pair = host.to(self.device, non_blocking=True)                 # the one upload
+            x = pair.permute(0, 3, 1, 2).float()
+            x = to_network_torch(x, plan)
+            if self.prenormalise:
+                x = (x - self._mean) / self._std
+            x = x.contiguous()
+        disp = self._network(x, plan, timings)
+        with self.stage(timings, 'postprocess'):
+            d = from_network_torch(disp.float(), plan)[0, 0]
+            bad = ~torch.isfinite(d) | (d <= 0)
+            if self.remove_invisible:
+                xs = torch.arange(d.shape[-1], device=d.device, dtype=d.dtype)
+                bad |= (xs - d) < 0
+            d = d.masked_fill(bad, float('nan'))
+            return d.cpu().numpy()                                          # the one download
 
 
 class _DeviceTimer:

@@ -27,8 +27,12 @@ def load_own_model(checkpoint, device):
 class TorchMatcher(DevicePipelineMatcher):
     """Our own model in PyTorch, the whole pipeline on `device`."""
 
-    def __init__(self, source: ModelSource, device=None, fp16: bool | None = None, model=None, **options) -> None:
+    def __init__(self, source: ModelSource, device=None, fp16: bool | None = None, model=None, threads=None,
+                 **options) -> None:
         super().__init__(source, device=device, **options)
+        if threads is not None:
+            # process-wide torch setting; on a busy CPU fewer threads can be much faster (README)
+            self.torch.set_num_threads(int(threads))
         if source.checkpoint is None and model is None:
             raise ValueError(f'backend torch runs ffs_ros checkpoints (*.pt); {source.describe()} has none. Use '
                              f'backend onnxruntime or tensorrt for ONNX exports')
