@@ -107,3 +107,74 @@ def test_bad_arguments_raise():
         StereoSynchronizer(lambda l, r: None, queue_size=0)
     with pytest.raises(ValueError, match='tolerance'):
         StereoSynchronizer(lambda l, r: None, approximate=True, tolerance=-1)
+
+
+class _FakeMessageFilters:
+    """Stand-in for ROS 2 message_filters (not installable here) with its documented Python API:
+    SimpleFilter.registerCallback/signalMessage; TimeSynchronizer(fs, queue_size) pairing equal
+    stamps from bounded per-input queues kept in `queues` under `lock`."""
+
+    class SimpleFilter:
+        def __init__(self):
+            self.callbacks = []
+
+        def registerCallback(self, cb):
+            self.callbacks.append(cb)
+
+        def signalMessage(self, *m):
+            for cb in self.callbacks:
+                cb(*m)
+
+    class TimeSynchronizer(SimpleFilter):
+        def __init__(self, fs, queue_size):
+            super().__init__()
+            import threading
+            self.lock = threading.Lock()
+            self.queue_size = queue_size
+            self.queues = [{} for _ in fs]
+            for i, f in enumerate(fs):
+                f.registerCallback(lambda m, i=i: self.add(m, i))
+
+        def add(self, m, i):
+            with self.lock:
+                q = self.queues[i]
+                q[stamp_ns(m)] = m
+                while len(q) > self.queue_size:
+                    del q[min(q)]
+                common = set.intersection(*(set(q) for q in self.queues))
+                if not common:
+                    return
+                t = max(common)
+                ms = [q[t] for q in self.queues]
+                for q in self.queues:
+                    for k in [k for k in q if k <= t]:
+                        del q[k]
+            self.signalMessage(*ms)
+
+    ApproximateTimeSynchronizer = None  # only the exact policy is exercised here
+
+
+def test_make_synchronizer_uses_message_filters_when_importable(monkeypatch):
+    import sys
+    from ffs_ros.node.sync import MessageFiltersSynchronizer, make_synchronizer
+    fake = _FakeMessageFilters()
+    fake.ApproximateTimeSynchronizer = object  # present, like the real module
+    monkeypatch.setitem(sys.modules, 'message_filters', fake)
+    pairs = []
+    sync = make_synchronizer(lambda l, r: pairs.append((l.tag, r.tag)), queue_size=3)
+    assert isinstance(sync, MessageFiltersSynchronizer)
+    sync.add(LEFT, msg(10 * MS, 'l10'))
+    sync.add(RIGHT, msg(11 * MS, 'r11'))
+    sync.add(RIGHT, msg(10 * MS, 'r10'))
+    assert pairs == [('l10', 'r10')]
+    assert sync.sync_failures == 1          # r11 is still unpaired
+    sync.clear()
+    sync.add(LEFT, msg(11 * MS, 'l11'))     # r11 was forgotten by clear(): no pair
+    assert pairs == [('l10', 'r10')]
+
+
+def test_make_synchronizer_falls_back_without_message_filters(monkeypatch):
+    import sys
+    from ffs_ros.node.sync import make_synchronizer
+    monkeypatch.setitem(sys.modules, 'message_filters', None)   # import raises ImportError
+    assert isinstance(make_synchronizer(lambda l, r: None), StereoSynchronizer)

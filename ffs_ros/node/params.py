@@ -49,7 +49,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec('net_width', 0, 'model backends: run the network at this width (px, with net_height; a '
               'multiple of 32); 0 = the model\'s own or the input size', 0, 8192),
     ParamSpec('net_height', 0, 'model backends: network height (px, with net_width); 0 = automatic', 0, 8192),
-    ParamSpec('threads', 0, "backend 'onnxruntime': intra-op CPU threads; 0 = one per core", 0, 1024),
+    ParamSpec('threads', 0, "backends 'onnxruntime' / 'torch' on CPU: intra-op CPU threads; 0 = one per core "
+              "(use 1 on a CPU shared with other busy processes)", 0, 1024),
     ParamSpec('precision', '', "backend 'tensorrt': engine precision 'fp16' or 'fp32'; empty = fp16",
               choices=('', 'fp16', 'fp32')),
     ParamSpec('force_engine_update', False, "backend 'tensorrt': rebuild the engine from the ONNX model even "
@@ -160,7 +161,7 @@ def pipeline_config(values: dict) -> PipelineConfig:
 # parameter -> (load_matcher option, backends that take it); passed only when not left at its default
 MATCHER_OPTIONS = {
     'resize_mode': ('resize_mode', ('onnxruntime', 'torch', 'tensorrt', 'auto')),
-    'threads': ('threads', ('onnxruntime',)),
+    'threads': ('threads', ('onnxruntime', 'torch', 'auto')),
     'precision': ('precision', ('tensorrt',)),
     'force_engine_update': ('force_engine_update', ('tensorrt',)),
     'engine_cache_dir': ('engine_cache_dir', ('tensorrt',)),

@@ -1,7 +1,8 @@
 """stereo_node: rectified stereo pairs in; disparity, depth and point clouds out.
 
 ROS wiring only; the processing lives in ffs_ros.pipeline (tested without ROS):
-- subscriptions (executor thread): left/right image_rect go through StereoSynchronizer; the
+- subscriptions (executor thread): left/right image_rect go through the synchronizer
+  (message_filters on a distro, our StereoSynchronizer on pip installs); the
   camera infos are only cached (latest per side), never part of the sync. A synchronized pair is
   checked for what needs topics or time (camera_info not yet received, stamps going backwards)
   and handed to the LatestWorker, which returns at once;
@@ -30,7 +31,7 @@ from ..inference import StereoMatcher, load_matcher
 from ..pipeline import InputError, StereoPipeline, Wanted
 from . import params as P
 from .diagnostics import HealthConfig, NodeHealth, to_msg
-from .sync import LEFT, RIGHT, StereoSynchronizer, stamp_ns
+from .sync import LEFT, RIGHT, make_synchronizer, stamp_ns
 from .worker import LatestWorker
 
 
@@ -115,9 +116,9 @@ class StereoNode(Node):
 
         qin = make_qos(v['input_qos'], v['queue_size'])
         qout = make_qos(v['output_qos'], 1)
-        self._sync = StereoSynchronizer(self._on_pair, queue_size=v['queue_size'],
-                                        approximate=v['approximate_sync'],
-                                        tolerance=v['approximate_sync_tolerance_seconds'])
+        self._sync = make_synchronizer(self._on_pair, queue_size=v['queue_size'],
+                                       approximate=v['approximate_sync'],
+                                       tolerance=v['approximate_sync_tolerance_seconds'])
         self.sub_left = self.create_subscription(Image, 'left/image_rect', lambda m: self._on_image(LEFT, m), qin)
         self.sub_right = self.create_subscription(Image, 'right/image_rect', lambda m: self._on_image(RIGHT, m), qin)
         self.sub_left_info = self.create_subscription(CameraInfo, 'left/camera_info',

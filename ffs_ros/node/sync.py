@@ -6,7 +6,8 @@ none; Debian's python3-message-filters is the ROS 1 package and imports rospy). 
 ever pairs TWO topics (camera infos are cached, not synchronized), so a small synchronizer of our
 own with the same semantics is simpler than two code paths, behaves identically on both install
 styles, and reports the numbers diagnostics need (sync failures = images that never found a
-partner). It is used whether or not message_filters is importable.
+partner). `make_synchronizer` prefers message_filters where the ROS 2 package imports (a distro
+install) and falls back to this class otherwise.
 
 Semantics (as message_filters):
 - exact: a pair is emitted when a left and a right image carry the identical stamp;
@@ -109,3 +110,69 @@ class StereoSynchronizer:
             self.unmatched[side] += len(q) - len(kept)
             q.clear()
             q.extend(kept)
+
+
+class MessageFiltersSynchronizer:
+    """The same interface as StereoSynchronizer, backed by ROS 2 `message_filters` (on a distro).
+
+    Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code
+    path for QoS, the stamps-backwards check and the camera-info cache, and only the pairing is
+    delegated. message_filters does not report unpaired messages, so `sync_failures` here counts
+    images offered minus images paired (it includes the few still waiting in the queues).
+    """
+
+    def __init__(self, callback: Callable[[Any, Any], None], queue_size: int = 5,
+                 approximate: bool = False, tolerance: float = 0.0, module: Any = None) -> None:
+        if queue_size < 1:
+            raise ValueError(f'queue_size must be >= 1, got {queue_size}')
+        if tolerance < 0:
+            raise ValueError(f'tolerance must be >= 0 s, got {tolerance}')
+        mf = module if module is not None else __import__('message_filters')
+        self._inputs = (mf.SimpleFilter(), mf.SimpleFilter())
+        if approximate:
+            self._sync = mf.ApproximateTimeSynchronizer(list(self._inputs), queue_size, tolerance)
+        else:
+            self._sync = mf.TimeSynchronizer(list(self._inputs), queue_size)
+        self._sync.registerCallback(self._paired)
+        self._callback = callback
+        self.approximate = bool(approximate)
+        self.pairs = 0
+        self.offered = 0
+
+    def _paired(self, left: Any, right: Any) -> None:
+        self.pairs += 1
+        self._callback(left, right)
+
+    @property
+    def sync_failures(self) -> int:
+        return max(0, self.offered - 2 * self.pairs)
+
+    def add(self, side: int, msg: Any) -> None:
+        self.offered += 1
+        self._inputs[side].signalMessage(msg)
+
+    def clear(self) -> None:
+        """Forget waiting messages (message_filters keeps them in `queues` under `lock`)."""
+        queues = getattr(self._sync, 'queues', None)
+        lock = getattr(self._sync, 'lock', None)
+        if queues is None or lock is None:
+            return
+        with lock:
+            for q in queues:
+                q.clear()
+
+
+def make_synchronizer(callback: Callable[[Any, Any], None], queue_size: int = 5,
+                      approximate: bool = False, tolerance: float = 0.0):
+    """message_filters' synchronizers where the ROS 2 package is importable, else ours.
+
+    Debian's python3-message-filters is the ROS 1 package (it imports rospy) and fails to import
+    or lacks the ROS 2 API; any such failure falls back to StereoSynchronizer.
+    """
+    try:
+        import message_filters as mf
+        if all(hasattr(mf, n) for n in ('SimpleFilter', 'TimeSynchronizer', 'ApproximateTimeSynchronizer')):
+            return MessageFiltersSynchronizer(callback, queue_size, approximate, tolerance, module=mf)
+    except Exception:  # noqa: BLE001 - ImportError, or the ROS 1 package failing on rospy
+        pass
+    return StereoSynchronizer(callback, queue_size=queue_size, approximate=approximate, tolerance=tolerance)
