@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import ResBlock2d, conv2d
+from .layers import ResBlock2d, conv2d, up2_nearest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,7 +57,7 @@ class Decoder(nn.Module):
 
     @staticmethod
     def _up(x):
-        return F.interpolate(x, scale_factor=2.0, mode='nearest')
+        return up2_nearest(x)
 
     def forward(self, x4, x8, x16, x32):
         f32 = self.p32(x32)

@@ -5,10 +5,9 @@ Outputs the filtered feature volume and the classifier logits [B,D,H,W]."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import Axial3d, conv3d
+from .layers import Axial3d, conv3d, up2_nearest
 
 
 class FeatureGate(nn.Module):
@@ -31,7 +30,7 @@ class Up3d(nn.Module):
         self.block = Axial3d(cout)
 
     def forward(self, x, skip):
-        up = F.interpolate(self.proj(x), scale_factor=2.0, mode='nearest')
+        up = up2_nearest(self.proj(x))
         return self.block(up + skip)
 
 

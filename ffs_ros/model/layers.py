@@ -52,3 +52,16 @@ class Axial3d(nn.Module):
 
     def forward(self, x):
         return self.act(x + self.disp(self.spatial(x)))
+
+
+def up2_nearest(x):
+    """x2 nearest-neighbour upsampling of every spatial axis (2D or 3D), identical to
+    F.interpolate(x, scale_factor=2, mode='nearest') but written as unsqueeze/expand/reshape, which ONNX
+    Runtime runs much faster than a 5-D Resize."""
+    if x.dim() == 4:
+        b, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+    if x.dim() == 5:
+        b, c, d, h, w = x.shape
+        return x[:, :, :, None, :, None, :, None].expand(b, c, d, 2, h, 2, w, 2).reshape(b, c, 2 * d, 2 * h, 2 * w)
+    raise ValueError(f'up2_nearest expects a 4-D or 5-D tensor, got {x.dim()}-D')

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import up2_nearest
+
 
 def neighbours3x3(x):
     """[B,1,H,W] -> [B,9,H,W] (replicate padding)."""
@@ -27,9 +29,9 @@ class ConvexUpsampler(nn.Module):
 
     def forward(self, disp4, hidden, stem_2x):
         b, _, h, w = disp4.shape
-        hu = F.interpolate(hidden, scale_factor=2.0, mode='nearest')
+        hu = up2_nearest(hidden)
         mask = 0.25 * self.head(torch.cat([hu, stem_2x], 1))           # [B,36,2h,2w]
         mask = torch.softmax(mask.view(b, 9, 4, 2 * h, 2 * w), dim=1)
-        nb = F.interpolate(neighbours3x3(disp4 * 4.0), scale_factor=2.0, mode='nearest')   # [B,9,2h,2w]
+        nb = up2_nearest(neighbours3x3(disp4 * 4.0))   # [B,9,2h,2w]
         up = (mask * nb.unsqueeze(2)).sum(1)                            # [B,4,2h,2w]
         return F.pixel_shuffle(up, 2)                                   # [B,1,4h,4w]
