@@ -142,8 +142,35 @@ def _random_polygon(rng, cx, cy, radius, n):
     return np.round(pts).astype(np.int32)
 
 
-def _shape_mask(rng, h, w, kind):
+def _lattice_mask(rng, h, w):
+    """Fences, chair backs, shelves, wheels with spokes: a frame of thin bars with the background showing
+    through (the hardest structure for a 1/4-resolution cost volume)."""
+    m = np.zeros((h, w), np.uint8)
+    cx, cy = rng.uniform(0.05, 0.95) * w, rng.uniform(0.1, 0.9) * h
+    size = rng.uniform(0.15, 0.5) * min(h, w * 0.8)
+    thick = int(rng.integers(1, 5))
+    if rng.random() < 0.5:  # wheel: rim + spokes
+        r = int(size)
+        cv2.circle(m, (int(cx), int(cy)), r, 1, int(rng.integers(3, 9)))
+        for a in np.linspace(0, np.pi, int(rng.integers(3, 12)), endpoint=False) + rng.uniform(0, np.pi):
+            dx, dy = r * np.cos(a), r * np.sin(a)
+            cv2.line(m, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), 1, thick)
+    else:  # grid / fence of bars
+        bw, bh = size * rng.uniform(0.8, 2.0), size * rng.uniform(0.6, 1.5)
+        x0, y0 = int(cx - bw / 2), int(cy - bh / 2)
+        cv2.rectangle(m, (x0, y0), (int(x0 + bw), int(y0 + bh)), 1, int(rng.integers(2, 7)))
+        nx, ny = int(rng.integers(0, 8)), int(rng.integers(0, 4))
+        for x in np.linspace(x0, x0 + bw, nx + 2)[1:-1]:
+            cv2.line(m, (int(x), y0), (int(x), int(y0 + bh)), 1, thick)
+        for y in np.linspace(y0, y0 + bh, ny + 2)[1:-1]:
+            cv2.line(m, (x0, int(y)), (int(x0 + bw), int(y)), 1, thick)
+    return m
+
+
+def _shape_mask(rng, h, w, kind, hole_prob=0.15):
     """A uint8 support mask [h, w] of the given kind."""
+    if kind == 'lattice':
+        return _lattice_mask(rng, h, w)
     m = np.zeros((h, w), np.uint8)
     if kind == 'thin':
         # poles, wires, rails: a few px wide, long
@@ -169,7 +196,7 @@ def _shape_mask(rng, h, w, kind):
         cv2.fillPoly(m, [np.round(box).astype(np.int32)], 1)
     else:  # polygon
         cv2.fillPoly(m, [_random_polygon(rng, cx, cy, size, int(rng.integers(3, 10)))], 1)
-    if rng.random() < 0.15:  # holes: a frame / ring
+    if rng.random() < hole_prob:  # holes: a frame / ring
         inner = _shape_mask(rng, h, w, 'ellipse')
         m = m & (1 - inner)
     return m
@@ -266,9 +293,11 @@ def _compose(objects, height, width):
 def render_scene(rng: np.random.Generator, height: int, width: int, max_disparity: float = 64.0,
                  *, min_objects: int = 4, max_objects: int = 12, photometric: bool = True,
                  ground_prob: float = 0.4, thin_prob: float = 0.15, slant: float = 0.25,
-                 textureless_prob: float = 0.06, min_disparity: float = 0.0) -> StereoSample:
+                 textureless_prob: float = 0.06, min_disparity: float = 0.0, lattice_prob: float = 0.0,
+                 hole_prob: float = 0.15) -> StereoSample:
     """A random cluttered scene: background (often with a strongly slanted ground plane) and
-    `min_objects`..`max_objects` occluding objects (polygons, ellipses, rectangles, thin poles/wires),
+    `min_objects`..`max_objects` occluding objects (polygons, ellipses, rectangles, thin poles/wires, and with
+    `lattice_prob` > 0 fences/grids/spoked wheels; `hole_prob` of the solid shapes get a hole),
     each a fronto-parallel or slanted plane. Disparities lie in [min_disparity, max_disparity].
 
     rng: numpy Generator (fixed seed -> identical scene). photometric=False renders both views with
@@ -306,7 +335,9 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_disparit
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         r = rng.random()
         kind = 'thin' if r < thin_prob else str(rng.choice(['polygon', 'ellipse', 'rect']))
-        m = _shape_mask(rng, height, cw, kind)
+        if lattice_prob > 0 and rng.random() < lattice_prob:
+            kind = 'lattice'
+        m = _shape_mask(rng, height, cw, kind, hole_prob)
         pts = np.nonzero(m)
         if len(pts[0]) < 4:
             continue

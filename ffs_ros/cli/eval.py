@@ -14,7 +14,9 @@ def add_arguments(parser):
     parser.add_argument('--max-size', type=int, default=None,
                         help='downscale Motorcycle so its longer side is <= this (disparity scaled); default native 741')
     parser.add_argument('--synthetic-n', type=int, default=12, help='held-out synthetic pairs')
-    parser.add_argument('--sgbm-max-disp', type=int, default=128, help='SGBM disparity range')
+    parser.add_argument('--sgbm-max-disp', type=int, default=None,
+                        help='SGBM disparity range (default: per data set, the ground-truth maximum rounded up '
+                             'to 16, the fairest setting for SGBM)')
     parser.add_argument('--no-sgbm', action='store_true', help='skip the SGBM baseline')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads for the model')
     parser.add_argument('--json', default=None, help='also write all rows to this JSON file')
@@ -28,7 +30,7 @@ def _model_matcher(args):
             from ffs_ros.paths import default_model_dir
             args.model = str(default_model_dir() / 'ffs_small.pt')
         return TorchModelMatcher(load_model(args.model), iters=args.iters, threads=args.threads), \
-            f'ffs_small torch ({args.iters or "default"} it)'
+            f'ffs_small torch ({"default" if args.iters is None else args.iters} it)'
     from ffs_ros.inference import load_matcher
     opts = {}
     if args.backend == 'onnxruntime':
@@ -51,13 +53,16 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f'error: {e}')
         return 2
-    methods = [(label, matcher)]
-    if not args.no_sgbm:
-        from ffs_ros.inference import load_matcher
-        methods.append(('opencv sgbm', load_matcher(backend='sgbm', max_disparity=args.sgbm_max_disp)))
     results, rows_all = [], {}
     for ds in names:
         pairs = ev.motorcycle(args.max_size) if ds == 'motorcycle' else ev.synthetic(args.synthetic_n)
+        methods = [(label, matcher)]
+        if not args.no_sgbm:
+            import numpy as np
+
+            from ffs_ros.inference import load_matcher
+            rng = args.sgbm_max_disp or int(np.ceil(max(float(np.max(p.gt[p.valid])) for p in pairs) / 16) * 16)
+            methods.append((f'opencv sgbm (range {rng})', load_matcher(backend='sgbm', max_disparity=rng)))
         for label_, m in methods:
             rows, mean = ev.evaluate_matcher(m, pairs)
             results.append((ds, label_, mean))

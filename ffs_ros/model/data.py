@@ -5,7 +5,7 @@ for the same cores). The cache is a directory of memory-mapped .npy arrays:
     left.npy, right.npy  uint8  [N, H, W, 3]   RGB
     disp.npy             float32 [N, H, W]     left-referenced disparity (exact)
     occ.npy              bool   [N, H, W]      occluded in the right view
-    meta.json            {n, height, width, max_disparity, seed}
+    meta.json            {n, height, width, max_disparity, seed, scene_opts}
 Scene i is rendered from np.random.default_rng([seed, i]), so a cache is reproducible and any index range
 can be regenerated; held-out evaluation scenes use a different seed.
 """
@@ -31,7 +31,8 @@ def scene(seed: int, index: int, height: int, width: int, max_disparity: float, 
 def _fill(out_dir, start, stop, meta):
     arrs = {k: np.load(Path(out_dir) / f'{k}.npy', mmap_mode='r+') for k in _FILES}
     for i in range(start, stop):
-        s = scene(meta['seed'], i, meta['height'], meta['width'], meta['max_disparity'])
+        s = scene(meta['seed'], i, meta['height'], meta['width'], meta['max_disparity'],
+                  **meta.get('scene_opts', {}))
         arrs['left'][i] = s.left
         arrs['right'][i] = s.right
         arrs['disp'][i] = s.disparity
@@ -41,12 +42,12 @@ def _fill(out_dir, start, stop, meta):
 
 
 def generate_cache(out_dir, n: int, height: int = 192, width: int = 320, max_disparity: float = 96.0,
-                   seed: int = 1, workers: int = 1, progress=print) -> Path:
+                   seed: int = 1, workers: int = 1, progress=print, scene_opts=None) -> Path:
     """Render `n` scenes into `out_dir` (see module doc). Returns the directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(n=int(n), height=int(height), width=int(width), max_disparity=float(max_disparity),
-                seed=int(seed))
+                seed=int(seed), scene_opts=dict(scene_opts or {}))
     shapes = {'left': ((n, height, width, 3), np.uint8), 'right': ((n, height, width, 3), np.uint8),
               'disp': ((n, height, width), np.float32), 'occ': ((n, height, width), np.bool_)}
     for k, (shape, dt) in shapes.items():

@@ -29,7 +29,7 @@ DEFAULT_TRAIN = {
     'deadline': None,   # 'HH:MM' (UTC, today): one-cycle over wall-clock time instead of steps, stop there
 }
 DEFAULT_DATA = {'cache': 'data_cache/train_v1', 'n': 4000, 'height': 192, 'width': 320,
-                'max_disparity': 96.0, 'seed': 1}
+                'max_disparity': 96.0, 'seed': 1, 'scene_opts': {}}
 
 
 def merge(defaults, overrides, what):
@@ -111,7 +111,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
     if not (cache / 'meta.json').is_file():
         log(f'generating {dcfg["n"]} scenes into {cache} ...')
         generate_cache(cache, dcfg['n'], dcfg['height'], dcfg['width'], dcfg['max_disparity'], dcfg['seed'],
-                       workers=int(tcfg['threads']), progress=log)
+                       workers=int(tcfg['threads']), progress=log, scene_opts=dcfg['scene_opts'])
     load_cache(cache)
     model = FFSSmall(cfg.get('model'))
     ds = CropDataset(cache, tcfg['crop'], model.max_disp)
