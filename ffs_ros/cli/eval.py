@@ -32,7 +32,7 @@ def _model_matcher(args):
         return TorchModelMatcher(load_model(args.model), iters=args.iters, threads=args.threads), \
             f'ffs_small torch ({"default" if args.iters is None else args.iters} it)'
     from ffs_ros.inference import load_matcher
-    opts = {}
+    opts = {'remove_invisible': False}  # score every pixel with ground truth; SGBM keeps its own invalids
     if args.backend == 'onnxruntime':
         opts['threads'] = args.threads
     m = load_matcher(args.model, backend=args.backend, **opts)

@@ -84,31 +84,38 @@ def load_cache(cache_dir):
 
 class CropDataset:
     """Random crops of cached scenes -> dict of float tensors (left/right [3,h,w] 0..255, disp [1,h,w],
-    valid [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp."""
+    valid [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp.
+    `cache_dir` may be a list of caches (same scene size): indices run over their concatenation."""
 
     def __init__(self, cache_dir, crop=(160, 288), max_disp=128, vflip=0.5):
-        self.meta, self.arrs = load_cache(cache_dir)
+        dirs = [cache_dir] if isinstance(cache_dir, (str, os.PathLike)) else list(cache_dir)
+        self.parts = [load_cache(d) for d in dirs]
+        self.meta = self.parts[0][0]
+        self.offsets = np.cumsum([0] + [m['n'] for m, _ in self.parts])
         self.crop = tuple(crop)
         self.max_disp = max_disp
         self.vflip = vflip
-        if self.crop[0] > self.meta['height'] or self.crop[1] > self.meta['width']:
-            raise ValueError(f'crop {self.crop} larger than cached scenes '
-                             f'{self.meta["height"]}x{self.meta["width"]}')
+        for m, _ in self.parts:
+            if self.crop[0] > m['height'] or self.crop[1] > m['width']:
+                raise ValueError(f'crop {self.crop} larger than cached scenes {m["height"]}x{m["width"]}')
 
     def __len__(self):
-        return self.meta['n']
+        return int(self.offsets[-1])
 
     def sample(self, index, rng: np.random.Generator):
         import torch
+        part = int(np.searchsorted(self.offsets, index, side='right') - 1)
+        meta, arrs = self.parts[part]
+        index = index - int(self.offsets[part])
         ch, cw = self.crop
-        h, w = self.meta['height'], self.meta['width']
+        h, w = meta['height'], meta['width']
         y0 = int(rng.integers(0, h - ch + 1))
         x0 = int(rng.integers(0, w - cw + 1))
         sl = (index, slice(y0, y0 + ch), slice(x0, x0 + cw))
-        left = np.asarray(self.arrs['left'][sl], np.float32)
-        right = np.asarray(self.arrs['right'][sl], np.float32)
-        disp = np.asarray(self.arrs['disp'][sl], np.float32)
-        occ = np.asarray(self.arrs['occ'][sl])
+        left = np.asarray(arrs['left'][sl], np.float32)
+        right = np.asarray(arrs['right'][sl], np.float32)
+        disp = np.asarray(arrs['disp'][sl], np.float32)
+        occ = np.asarray(arrs['occ'][sl])
         if rng.random() < self.vflip:
             left, right, disp, occ = left[::-1], right[::-1], disp[::-1], occ[::-1]
         valid = (~occ) & (disp < self.max_disp) & (disp >= 0)

@@ -107,14 +107,20 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(tcfg['threads']))
-    cache = Path(dcfg['cache'])
-    if not (cache / 'meta.json').is_file():
-        log(f'generating {dcfg["n"]} scenes into {cache} ...')
-        generate_cache(cache, dcfg['n'], dcfg['height'], dcfg['width'], dcfg['max_disparity'], dcfg['seed'],
-                       workers=int(tcfg['threads']), progress=log, scene_opts=dcfg['scene_opts'])
-    load_cache(cache)
+    # data.cache: a path, or a list of paths / {path, n, seed, scene_opts} entries (missing caches are generated)
+    entries = dcfg['cache'] if isinstance(dcfg['cache'], list) else [dcfg['cache']]
+    caches = []
+    for e in entries:
+        spec = dict(dcfg, **e) if isinstance(e, dict) else dict(dcfg, path=e)
+        path = Path(spec['path'])
+        if not (path / 'meta.json').is_file():
+            log(f'generating {spec["n"]} scenes into {path} ...')
+            generate_cache(path, spec['n'], spec['height'], spec['width'], spec['max_disparity'], spec['seed'],
+                           workers=int(tcfg['threads']), progress=log, scene_opts=spec.get('scene_opts'))
+        load_cache(path)
+        caches.append(str(path))
     model = FFSSmall(cfg.get('model'))
-    ds = CropDataset(cache, tcfg['crop'], model.max_disp)
+    ds = CropDataset(caches, tcfg['crop'], model.max_disp)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg['lr'], total_steps=int(tcfg['steps']),
                                                 pct_start=tcfg['pct_start'], anneal_strategy='cos')
