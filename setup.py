@@ -3,6 +3,7 @@
 Installs two ways: `colcon build` in a ROS workspace, or `pip install -e .` into a venv
 (the `ros-*` wheels from PyPI then provide rclpy and the messages; see requirements.txt).
 """
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -18,7 +19,7 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.py')),
         ('share/' + package_name + '/config', glob('config/*')),
-        ('share/' + package_name + '/models', [f for f in glob('models/*') if not f.endswith('/')]),
+        ('share/' + package_name + '/models', [f for f in glob('models/*') if os.path.isfile(f)]),
     ],
     # Dependencies are listed in package.xml (ROS) and requirements.txt (pip); on a ROS
     # system rclpy & co. come from the distro, so nothing is forced here.
