@@ -6,6 +6,8 @@ def add_arguments(parser):
     parser.add_argument('--config', required=True, help='YAML with model/data/train sections (config/train.yaml)')
     parser.add_argument('--out', required=True, help='run directory (checkpoints, log.jsonl)')
     parser.add_argument('--resume', action='store_true', help='continue from OUT/latest.pt')
+    parser.add_argument('--init', default=None,
+                        help='start a new run from these weights (e.g. models/ffs_small.pt), fresh schedule')
     parser.add_argument('--max-steps', type=int, default=None, help='stop after this many steps in this call')
     parser.add_argument('--threads', type=int, default=None, help='torch threads (overrides the config)')
 
@@ -23,7 +25,8 @@ def run(args) -> int:
         cfg.setdefault('train', {})['threads'] = args.threads
     from ffs_ros.model.train import train
     try:
-        train(cfg, args.out, resume=args.resume, log=lambda m: print(m, flush=True), max_steps=args.max_steps)
+        train(cfg, args.out, resume=args.resume, log=lambda m: print(m, flush=True), max_steps=args.max_steps,
+              init=args.init)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}')
         return 2

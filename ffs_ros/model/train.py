@@ -100,8 +100,11 @@ def save_checkpoint(path, model, opt, sched, step, np_rng, cfg, extra=None):
     tmp.replace(path)
 
 
-def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
-    """Run (or resume) training as configured. Returns the run directory."""
+def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, init=None):
+    """Run (or resume) training as configured. Returns the run directory.
+
+    init: a checkpoint whose weights start a new run (fine-tuning, e.g. from models/ffs_small.pt) with a
+    fresh optimizer and schedule; its model config must match the configured one."""
     tcfg = merge(DEFAULT_TRAIN, cfg.get('train'), 'train')
     dcfg = merge(DEFAULT_DATA, cfg.get('data'), 'data')
     out = Path(out_dir)
@@ -120,6 +123,14 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None):
         load_cache(path)
         caches.append(str(path))
     model = FFSSmall(cfg.get('model'))
+    if init is not None and not resume:
+        ck = torch.load(init, map_location='cpu', weights_only=False)
+        try:
+            model.load_state_dict(ck['state_dict'])
+        except RuntimeError as e:
+            raise ValueError(f'--init {init}: its weights do not fit the configured model ({e}); '
+                             f'use the model section it was trained with') from None
+        log(f'initialised from {init} (trained {ck.get("step", "?")} steps)')
     ds = CropDataset(caches, tcfg['crop'], model.max_disp)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg['lr'], total_steps=int(tcfg['steps']),

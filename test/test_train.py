@@ -1,0 +1,46 @@
+"""`ffs-ros train` mechanics on a tiny model: checkpoints are written, --resume continues where it stopped,
+--init warm-starts a new run from weights and refuses weights of another architecture."""
+import json
+
+import pytest
+import torch
+
+from ffs_ros.model.train import train
+from test_model import TINY
+
+
+def _cfg(cache, steps):
+    return {'model': dict(TINY),
+            'data': {'cache': str(cache), 'n': 3, 'height': 64, 'width': 96, 'max_disparity': 24.0, 'seed': 5},
+            'train': {'steps': steps, 'batch': 1, 'crop': [64, 96], 'ckpt_every': 1, 'keep_every': 0,
+                      'log_every': 1, 'threads': 1}}
+
+
+def test_checkpoint_resume_and_init(tmp_path):
+    cache, run = tmp_path / 'cache', tmp_path / 'run'
+    quiet = lambda m: None  # noqa: E731
+    train(_cfg(cache, 2), run, log=quiet)
+    ck = torch.load(run / 'latest.pt', map_location='cpu', weights_only=False)
+    assert ck['step'] == 2 and {'state_dict', 'optimizer', 'scheduler', 'rng'} <= set(ck)
+    steps = [json.loads(line)['step'] for line in (run / 'log.jsonl').read_text().splitlines()]
+    assert steps == [1, 2]
+
+    train(_cfg(cache, 3), run, resume=True, log=quiet)
+    steps = [json.loads(line)['step'] for line in (run / 'log.jsonl').read_text().splitlines()]
+    assert steps == [1, 2, 3]       # continued at step 3, did not start over
+    assert torch.load(run / 'final.pt', map_location='cpu', weights_only=False)['step'] == 3
+
+    msgs = []
+    run2 = tmp_path / 'run2'
+    train(_cfg(cache, 1), run2, log=msgs.append, init=run / 'final.pt')
+    assert any('initialised from' in m for m in msgs)
+    first = torch.load(run / 'final.pt', map_location='cpu', weights_only=False)['state_dict']
+    after = torch.load(run2 / 'final.pt', map_location='cpu', weights_only=False)['state_dict']
+    # one small step from the initial weights: close to them, not a fresh random init
+    k = next(k for k, v in first.items() if v.dtype.is_floating_point and v.numel() > 100)
+    assert (after[k] - first[k]).abs().max() < 0.05
+
+    wrong = _cfg(cache, 1)
+    wrong['model']['hidden'] = 24
+    with pytest.raises(ValueError, match='do not fit'):
+        train(wrong, tmp_path / 'run3', log=quiet, init=run / 'final.pt')
