@@ -9,6 +9,7 @@ def add_arguments(parser):
     parser.add_argument('--init', default=None,
                         help='start a new run from these weights (e.g. models/ffs_small.pt), fresh schedule')
     parser.add_argument('--max-steps', type=int, default=None, help='stop after this many steps in this call')
+    parser.add_argument('--device', default=None, help="torch device, e.g. 'cuda' (overrides the config)")
     parser.add_argument('--threads', type=int, default=None, help='torch threads (overrides the config)')
 
 
@@ -21,6 +22,8 @@ def run(args) -> int:
         print(f'error: config {path} not found; pass e.g. --config config/train.yaml')
         return 2
     cfg = yaml.safe_load(path.read_text()) or {}
+    if args.device:
+        cfg.setdefault('train', {})['device'] = args.device
     if args.threads:
         cfg.setdefault('train', {})['threads'] = args.threads
     from ffs_ros.model.train import train

@@ -26,6 +26,7 @@ DEFAULT_TRAIN = {
     'steps': 3000, 'batch': 4, 'crop': [160, 288], 'lr': 1e-3, 'weight_decay': 1e-4, 'pct_start': 0.05,
     'grad_clip': 1.0, 'iter_gamma': 0.8, 'init_weight': 0.5, 'ckpt_every': 100, 'keep_every': 500,
     'log_every': 10, 'seed': 0, 'threads': 2,
+    'device': 'cpu',    # 'cuda' on a GPU machine: model, batches and the volume live there
     'deadline': None,   # 'HH:MM' (UTC, today): one-cycle over wall-clock time instead of steps, stop there
 }
 DEFAULT_DATA = {'cache': 'data_cache/train_v1', 'n': 4000, 'height': 192, 'width': 320,
@@ -131,6 +132,8 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
             raise ValueError(f'--init {init}: its weights do not fit the configured model ({e}); '
                              f'use the model section it was trained with') from None
         log(f'initialised from {init} (trained {ck.get("step", "?")} steps)')
+    device = torch.device(tcfg['device'])
+    model.to(device)
     ds = CropDataset(caches, tcfg['crop'], model.max_disp)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg['lr'], total_steps=int(tcfg['steps']),
@@ -143,7 +146,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
     if resume:
         if not latest.is_file():
             raise FileNotFoundError(f'--resume: no {latest}; start without --resume')
-        ck = torch.load(latest, map_location='cpu', weights_only=False)
+        ck = torch.load(latest, map_location='cpu', weights_only=False)  # optimizer state follows the params
         model.load_state_dict(ck['state_dict'])
         opt.load_state_dict(ck['optimizer'])
         sched.load_state_dict(ck['scheduler'])
@@ -190,6 +193,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                     for g in opt.param_groups:
                         g['lr'] = one_cycle_lr(prog, tcfg['lr'], tcfg['pct_start'])
                 b = ds.batch(np_rng.integers(0, len(ds), tcfg['batch']), np_rng)
+                b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
                 f = model.features(b['left'], b['right'])
                 vol = model.gwc(f['features_left_04'], f['features_right_04'])
                 o = model.post(**f, gwc_volume=vol, iters=iters, return_all=True)
