@@ -92,25 +92,22 @@ class _Bounds:
         shape = (cam.height, cam.width)
         self.m1 = np.empty(shape, bool)
         self.m2 = np.empty(shape, bool)
-        self.bits = np.empty(shape, np.uint32)
+        self._full: dict = {}
 
-
-_NAN_BITS = np.uint32(0x7FC00000)
-
-
-def _set_nan(arr: np.ndarray, mask: np.ndarray, bits: np.ndarray) -> None:
-    """arr[mask] = NaN for a float32 arr, without a (slow) boolean-mask write: OR-ing the quiet
-    NaN bit pattern into the selected elements makes them NaN whatever they held."""
-    np.multiply(mask.view(np.uint8), _NAN_BITS, out=bits)
-    a = arr.view(np.uint32)
-    np.bitwise_or(a, bits, out=a)
-
-
-def _mark_outside(values: np.ndarray, lo, hi, b: '_Bounds') -> np.ndarray:
-    """b.m1 = values < lo or values > hi (NaN gives False: it is already invalid)."""
-    np.less(values, lo, out=b.m1)
-    np.greater(values, hi, out=b.m2)
-    return np.logical_or(b.m1, b.m2, out=b.m1)
+    def full(self, name: str) -> np.ndarray:
+        """Contiguous HxW copy of a per-row/per-column constant ('lo', 'hi', 'ray_x', 'ray_y'),
+        or 'nan' (HxW int32 quiet-NaN bit patterns). Built on
+        first use and kept: element-wise kernels on full arrays skip numpy's broadcasting
+        (about twice as fast as on the 1xW / Hx1 views)."""
+        a = self._full.get(name)
+        if a is None:
+            shape = self.m1.shape
+            if name == 'nan':
+                a = np.full(shape, 0x7FC00000, np.int32)
+            else:
+                a = np.ascontiguousarray(np.broadcast_to(getattr(self, name), shape))
+            self._full[name] = a
+        return a
 
 
 _BOUNDS_CACHE: dict = {}
@@ -143,11 +140,31 @@ def valid_disparity_mask(disp: np.ndarray, cam: StereoCamera, min_disparity: flo
 def corrected_disparity(disp: np.ndarray, cam: StereoCamera, min_disparity: float = 0.0,
                         max_disparity: float = np.inf, out: np.ndarray | None = None) -> np.ndarray:
     """float32 d - doffs (the DisparityImage convention) with NaN where invalid."""
+    return _corrected_disparity(disp, cam, min_disparity, max_disparity, out)[0]
+
+
+def _corrected_disparity(disp: np.ndarray, cam: StereoCamera, min_disparity: float, max_disparity: float,
+                         out: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """(corrected_disparity(...), number of valid pixels): the count comes from the validity
+    mask that is built anyway (no extra pass over the result)."""
     _check_shape(disp, cam, 'disparity')
     b = _bounds(cam, min_disparity, max_disparity)
     out = np.subtract(disp, np.float32(cam.doffs), out=out, dtype=np.float32)
-    _set_nan(out, _mark_outside(out, b.lo, b.hi, b), b.bits)
-    return out
+    return out, _nan_outside(out, b.full('lo'), b.full('hi'), b)
+
+
+def _nan_outside(arr: np.ndarray, lo, hi, b: '_Bounds') -> int:
+    """Set arr (contiguous HxW float32) to NaN where it is not within [lo, hi] (contiguous HxW
+    float32 arrays or float32 scalars; NaN is outside); return the number of elements left valid."""
+    import cv2
+
+    ok = np.greater_equal(arr, lo, out=b.m1)   # NaN fails both comparisons
+    np.logical_and(ok, np.less_equal(arr, hi, out=b.m2), out=ok)
+    n_valid = int(np.count_nonzero(ok))
+    if n_valid != ok.size:
+        bad = np.logical_not(ok, out=b.m2)
+        cv2.copyTo(b.full('nan'), bad.view(np.uint8), arr.view(np.int32))   # masked copy of NaN bits
+    return n_valid
 
 
 def disparity_to_depth(disp: np.ndarray, cam: StereoCamera, min_disparity: float = 0.0,
@@ -206,6 +223,9 @@ class CloudBuffer:
             self._buf = np.zeros((h, w), self._dtype)     # dense clouds are compacted from here
             self._mask = np.empty((h, w), bool)
             self._z = np.empty((h, w), np.float32)
+            self._x = np.empty((h, w), np.float32)
+            self._y = np.empty((h, w), np.float32)
+            self._rgb = np.empty((h, w), np.uint32)
             self._bgra = np.empty((h, w, 4), np.uint8)
         return self._buf
 
@@ -225,47 +245,63 @@ class CloudBuffer:
         _check_shape(depth, cam, 'depth')
         h, w = depth.shape
         self._ensure(h, w)
+        if self.use_color and (rgb is None or rgb.shape != (h, w, 3) or rgb.dtype != np.uint8):
+            raise ValueError('use_color needs an HxWx3 uint8 RGB image of the depth size, got '
+                             f'{None if rgb is None else (rgb.shape, rgb.dtype)}')
         b = _bounds(cam, 0.0, np.inf)
-        z = depth
+        z = self._z
         if min_depth > 0 or max_depth < np.inf:
-            # filter in a contiguous scratch (strided field views are slow to compare)
-            z = self._z
             np.copyto(z, depth)
-            _set_nan(z, _mark_outside(z, np.float32(min_depth), np.float32(max_depth), b), b.bits)
-        mask = np.isnan(z, out=self._mask)  # z: contiguous (depth or the filtered scratch)
-        n_invalid = int(np.count_nonzero(mask))
-        self.valid_count = h * w - n_invalid
-        compact = not organized and n_invalid > 0
+            # float32 bounds, exactly as the depth values compare
+            n_valid = _nan_outside(z, np.float32(min_depth), np.float32(max_depth), b)
+            ok = b.m1
+        else:
+            if depth.dtype == np.float32 and depth.flags.c_contiguous:
+                z = depth
+            else:
+                np.copyto(z, depth)   # contiguous float32, whatever depth's layout
+            mask = np.isnan(z, out=self._mask)
+            n_valid = h * w - int(np.count_nonzero(mask))
+            ok = None
+        self.valid_count = n_valid
+        compact = not organized and n_valid < h * w
+        k = len(self._dtype.names)
         if compact:
-            buf, data = self._buf, None
+            data = None
+            dst = self._buf.view(np.int32).reshape(h, w, k)
         else:
             data = _new_data(h * w * self.point_step)
-            buf = np.frombuffer(data, self._dtype).reshape(h, w)
-        np.copyto(buf['z'], z)
-        np.multiply(z, b.ray_x, out=buf['x'])
-        np.multiply(z, b.ray_y, out=buf['y'])
+            dst = np.frombuffer(data, np.int32).reshape(h, w, k)
+        # x, y into contiguous scratch (full-size ray factors), then one interleaving pass
+        # (cv2.merge copies 32-bit elements as integers: NaN and packed rgb bits are kept)
+        np.multiply(z, b.full('ray_x'), out=self._x)
+        np.multiply(z, b.full('ray_y'), out=self._y)
+        planes = [self._x.view(np.int32), self._y.view(np.int32), z.view(np.int32)]
         if self.use_color:
-            if rgb is None or rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
-                raise ValueError('use_color needs an HxWx3 uint8 RGB image of the depth size, got '
-                                 f'{None if rgb is None else (rgb.shape, rgb.dtype)}')
             # packed uint32 0x00RRGGBB: BGRA bytes read as a little-endian uint32 are
-            # 0xAARRGGBB; mask the alpha away while copying into the rgb field
+            # 0xAARRGGBB; mask the alpha away
             code = cv2.COLOR_RGB2RGBA if self.is_bigendian else cv2.COLOR_RGB2BGRA
             cv2.cvtColor(rgb, code, dst=self._bgra)
             packed = self._bgra.view(np.uint32).reshape(h, w)
             if self.is_bigendian:  # bytes R,G,B,A read big-endian = 0xRRGGBBAA
-                np.right_shift(packed, np.uint32(8), out=buf['rgb'].view(np.uint32))
+                np.right_shift(packed, np.uint32(8), out=self._rgb)
             else:
-                np.bitwise_and(packed, np.uint32(0x00FFFFFF), out=buf['rgb'].view(np.uint32))
+                np.bitwise_and(packed, np.uint32(0x00FFFFFF), out=self._rgb)
+            planes.append(self._rgb.view(np.int32))
+        merged = cv2.merge(planes, dst=dst)
+        if merged is not dst and not np.shares_memory(merged, dst):  # never expected; stay correct
+            np.copyto(dst, merged.reshape(h, w, k))
         if not compact:
             return data, (h if organized else 1), (w if organized else h * w)
-        np.logical_not(mask, out=mask)
+        if ok is not None:
+            mask = ok
+        else:
+            np.logical_not(mask, out=mask)
         # compress a plain float32 (N, fields) view: much faster than on the structured dtype
-        k = len(self._dtype.names)
-        data = _new_data(self.valid_count * self.point_step)
-        np.compress(mask.ravel(), buf.view(np.float32).reshape(-1, k), axis=0,
+        data = _new_data(n_valid * self.point_step)
+        np.compress(mask.ravel(), self._buf.view(np.float32).reshape(-1, k), axis=0,
                     out=np.frombuffer(data, np.float32).reshape(-1, k))
-        return data, 1, self.valid_count
+        return data, 1, n_valid
 
 
 def _new_data(nbytes: int) -> array.array:

@@ -32,7 +32,7 @@ import numpy as np
 
 from .convert import (INPUT_ENCODINGS, ImageError, check_image, image_to_rgb, new_image, numpy_to_image,
                       set_data)
-from .geometry import CloudBuffer, StereoCamera, color_map_disparity, corrected_disparity
+from .geometry import CloudBuffer, StereoCamera, _corrected_disparity, color_map_disparity
 from .inference.base import StereoMatcher
 
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
@@ -248,8 +248,7 @@ class StereoPipeline:
         dc = self._disp
         if wanted.disparity:
             out.disparity, dc = self._disparity_msg(cam, header)
-        corrected_disparity(disp, cam, cfg.min_disparity, cfg.max_disparity, out=dc)
-        n_valid = h * w - int(np.count_nonzero(np.isnan(dc)))
+        n_valid = _corrected_disparity(disp, cam, cfg.min_disparity, cfg.max_disparity, dc)[1]
         out.valid_fraction = n_valid / float(h * w)
         depth = None
         if wanted.depth and cfg.depth_encoding == '32FC1':
