@@ -17,8 +17,8 @@ import numpy as np
 
 from .base import MatcherInfo, StereoMatcher, check_pair
 from .contracts import IMAGENET_MEAN_255, IMAGENET_STD_255, ModelSource
-from .letterbox import (ResizePlan, from_network, from_network_torch, invalidate, plan_resize, to_network,
-                        to_network_torch)
+from .letterbox import (ResizePlan, from_network, from_network_torch, invalidate, plan_for_input, plan_resize,
+                        to_network, to_network_torch)
 from .two_stage import imagenet_normalise, to_nchw
 
 
@@ -64,7 +64,6 @@ class DevicePipelineMatcher(StereoMatcher):
                 raise ValueError(f'net_size {net_size[1]}x{net_size[0]} must be multiples of 32')
         self.net_size = fixed or net_size
         plan_resize((32, 32), self.net_size, resize_mode)
-        self._plans: dict = {}
         self._graphs: dict = {}
         self._pinned: dict = {}
         self.last_plan: ResizePlan | None = None
@@ -93,10 +92,7 @@ class DevicePipelineMatcher(StereoMatcher):
         return _DeviceTimer(self, timings, name)
 
     def plan_for(self, in_hw) -> ResizePlan:
-        key = tuple(in_hw)
-        if key not in self._plans:
-            self._plans[key] = plan_resize(key, self.net_size, self.resize_mode, allow_upscale=self.allow_upscale)
-        return self._plans[key]
+        return plan_for_input(in_hw, self.net_size, self.resize_mode, self.allow_upscale)
 
     @property
     def info(self) -> MatcherInfo:

@@ -11,6 +11,7 @@ The plan is pure (:func:`plan_resize`); :func:`to_network` / :func:`from_network
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,17 @@ def plan_resize(in_hw, net_hw=None, mode: str = 'letterbox', multiple: int = 32,
     sh = min(nh, max(1, int(round(h * s))))
     sw = min(nw, max(1, int(round(w * s))))
     return ResizePlan((h, w), (nh, nw), (sh, sw), sw / w, sh / h, mode)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(in_hw, net_hw, mode, allow_upscale) -> ResizePlan:
+    return plan_resize(in_hw, net_hw, mode, allow_upscale=allow_upscale)
+
+
+def plan_for_input(in_hw, net_hw, mode: str, allow_upscale: bool = False) -> ResizePlan:
+    """plan_resize, memoised for the per-frame path (plans are immutable; a camera keeps one size)."""
+    net = None if net_hw is None else (int(net_hw[0]), int(net_hw[1]))
+    return _cached_plan((int(in_hw[0]), int(in_hw[1])), net, mode, bool(allow_upscale))
 
 
 def to_network(image: np.ndarray, plan: ResizePlan) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .base import MatcherInfo, StereoMatcher, check_pair
 from .contracts import (GWC_INPUT, GWC_SOURCES, IMAGENET_MEAN_255, IMAGENET_STD_255, POST_OUTPUT, ModelSource)
-from .letterbox import ResizePlan, from_network, invalidate, plan_resize, to_network
+from .letterbox import ResizePlan, from_network, invalidate, plan_for_input, plan_resize, to_network
 
 STAGES = ('preprocess', 'feature', 'gwc', 'post', 'postprocess')
 
@@ -91,7 +91,6 @@ class NetworkMatcher(StereoMatcher):
                 raise ValueError(f'net_size {net_size[1]}x{net_size[0]} must be multiples of 32')
         self.net_size = fixed or net_size
         plan_resize((32, 32), self.net_size, resize_mode)  # validates resize_mode early
-        self._plans: dict = {}
         self.last_plan: ResizePlan | None = None
         self._backend = 'network'
         self._device = 'cpu'
@@ -102,10 +101,7 @@ class NetworkMatcher(StereoMatcher):
 
     # -- shared ---------------------------------------------------------------------------------------------------
     def plan_for(self, in_hw) -> ResizePlan:
-        key = tuple(in_hw)
-        if key not in self._plans:
-            self._plans[key] = plan_resize(key, self.net_size, self.resize_mode, allow_upscale=self.allow_upscale)
-        return self._plans[key]
+        return plan_for_input(in_hw, self.net_size, self.resize_mode, self.allow_upscale)
 
     @property
     def info(self) -> MatcherInfo:
