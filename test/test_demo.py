@@ -21,7 +21,7 @@ def run_demo(tmp_path, *args):
 def test_demo_writes_outputs_and_reports(tmp_path):
     import cv2
     out = tmp_path / 'demo'
-    r = run_demo(tmp_path, '--frames', '12', '--size', '320x240', '--max-disparity', '64', '--scenes', '2',
+    r = run_demo(tmp_path, '--frames', '12', '--size', '320x240', '--max-disparity', '64', '--scenes', '1',
                  '--rate', '15', '--backend', 'sgbm', '--out', str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     for row in ('pairs in (played)', 'pairs out (published)', 'dropped', 'match ms p50 / p95',
@@ -35,7 +35,7 @@ def test_demo_writes_outputs_and_reports(tmp_path):
     # stream may lose a few images on a loaded machine, so only most pairs must arrive
     assert n_out >= 1 and n_out + n_drop == n_sync and 6 <= n_sync <= 12, r.stdout
     err = float(re.search(r'median \|dZ\|/Z\s+([\d.]+) %', r.stdout).group(1))
-    assert err < 5.0   # SGBM on generated scenes: depth within a few % of the generator's truth
+    assert err < 5.0   # SGBM on one fixed generated scene (deterministic): depth within a few % of the truth
     disp = cv2.imread(str(out / 'disparity.png'))
     depth = cv2.imread(str(out / 'depth.png'))
     assert disp.shape == depth.shape == (240, 320, 3)
