@@ -150,6 +150,9 @@ class StereoPlayer:
                   'color': ('disparity/color', Image)}
         self.subs = [n.create_subscription(t, name, self.out[k], rq)
                      for k, (name, t) in topics.items() if k in outputs]
+        node_pub = {'disparity': 'pub_disparity', 'depth': 'pub_depth', 'depth_info': 'pub_depth_info',
+                    'points2': 'pub_points', 'color': 'pub_color'}
+        self._node_pubs = [node_pub[k] for k in topics if k in outputs]
         self.subs.append(n.create_subscription(DiagnosticArray, '/diagnostics', self.out['diagnostics'], 10))
         self.subs.append(n.create_subscription(Log, '/rosout', self.out['rosout'], 100))
 
@@ -158,8 +161,11 @@ class StereoPlayer:
         import time
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # both ends of every link: the node skips frames while its own publishers see no
+            # subscriber, so its side of the output topics must have matched too
             if all(p.get_subscription_count() > 0 for p in self.pubs.values()) and \
-                    all(s.get_publisher_count() > 0 for s in self.subs):
+                    all(s.get_publisher_count() > 0 for s in self.subs) and \
+                    all(getattr(node, pub).get_subscription_count() > 0 for pub in self._node_pubs):
                 return True
             time.sleep(0.02)
         return False

@@ -163,9 +163,6 @@ def test_camera_info_not_received_names_the_topic(rig):
     assert_recovers(node, player, 2_000_000_000)   # good() publishes the right camera_info too
 
 
-# Failed once in ~15 full-suite runs (never alone, not reproduced under load); cause not found yet, so one
-# rerun keeps CI honest about real regressions while the flake is investigated (see the session note).
-@pytest.mark.flaky(reruns=1)
 def test_stamps_going_backwards(rig):
     node, player = rig
     assert_recovers(node, player, 5_000_000_000)
