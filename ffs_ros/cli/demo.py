@@ -219,7 +219,11 @@ def run(args) -> int:
             executor.add_node(n)
         spin.start()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+        # both ends matched: the camera's publishers see the node, and the node's output publishers see
+        # our recorder (the node skips pairs that nobody subscribes to)
+        outs = (node.pub_disparity, node.pub_depth, node.pub_points)
+        while time.monotonic() < deadline and not (all(p.get_subscription_count() for p in pubs.values())
+                                                   and all(p.get_subscription_count() for p in outs)):
             time.sleep(0.01)
         # a camera driver publishes camera_info with every frame; send it once ahead so that the
         # first pair is not dropped as 'camera_info not yet received'
