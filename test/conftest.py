@@ -29,6 +29,23 @@ def unique_domain_id(offset: int = 0) -> int:
     return 1 + (os.getpid() * 7 + offset) % 229
 
 
+def start_until_listening(cmd, env, cwd=None) -> tuple[str, str]:
+    """Start a stereo_node command, read its output up to the 'listening on' start-up line, stop it.
+
+    Returns (that line, the rest of the output) for assertions and failure messages."""
+    import subprocess
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ''
+        for line in p.stdout:
+            if 'listening on' in line:
+                break
+    finally:
+        p.terminate()
+        rest, _ = p.communicate(timeout=20)
+    return line, rest
+
+
 @pytest.fixture(scope='session')
 def ros_context():
     """The session's initialized rclpy Context (shut down at session end)."""

@@ -15,7 +15,7 @@ pytest.importorskip('colcon_core')
 pytest.importorskip('colcon_ros')
 pytest.importorskip('colcon_python_setup_py')
 
-from conftest import unique_domain_id  # noqa: E402
+from conftest import start_until_listening, unique_domain_id  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,15 +48,6 @@ def test_colcon_build_installs_a_working_package(tmp_path):
     probe = subprocess.run([sys.executable, '-c', 'import ffs_ros.paths as p; print(p.config_file())'],
                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert Path(probe.stdout.strip()) == share / 'config' / 'stereo.yaml', probe.stdout + probe.stderr
-    p = subprocess.Popen([sys.executable, str(exe), '--ros-args', '--params-file',
-                          str(share / 'config' / 'stereo.yaml')], env=env, cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = ''
-        for line in p.stdout:
-            if 'listening on' in line:
-                break
-    finally:
-        p.terminate()
-        rest, _ = p.communicate(timeout=20)
+    line, rest = start_until_listening([sys.executable, str(exe), '--ros-args', '--params-file',
+                                        str(share / 'config' / 'stereo.yaml')], env, cwd=tmp_path)
     assert 'listening on /left/image_rect' in line, line + rest

@@ -4,14 +4,13 @@ way launch_ros would start it (params file, namespace, remaps) and must listen o
 import ast
 import importlib.util
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from conftest import unique_domain_id
+from conftest import start_until_listening, unique_domain_id
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / 'launch' / 'stereo.launch.py'
@@ -116,14 +115,6 @@ def test_node_started_like_launch_ros_listens_on_remapped_topics(tmp_path, descr
         cmd += ['-r', f'{src}:={values[dst.args[0]]}']
     env = dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id(301)), ROS_AUTOMATIC_DISCOVERY_RANGE='OFF',
                ROS_LOG_DIR=str(tmp_path / 'log'))
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = ''
-        for line in p.stdout:
-            if 'listening on' in line:
-                break
-    finally:
-        p.terminate()
-        rest, _ = p.communicate(timeout=20)
+    line, rest = start_until_listening(cmd, env)
     assert 'listening on /cams/front/left/image_rect_color, /cams/front/right/image_rect_color' in line, line + rest
     assert '[front.stereo_node]' in line
