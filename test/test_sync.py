@@ -178,3 +178,14 @@ def test_make_synchronizer_falls_back_without_message_filters(monkeypatch):
     from ffs_ros.node.sync import make_synchronizer
     monkeypatch.setitem(sys.modules, 'message_filters', None)   # import raises ImportError
     assert isinstance(make_synchronizer(lambda l, r: None), StereoSynchronizer)
+
+
+def test_clear_one_side_keeps_the_other_sides_new_timeline():
+    # time jumped back: the left 4.0 image was seen, then the left 4.1 image arrived before the late right
+    # 4.0 image (topics are not ordered among themselves); clearing the right side must keep left 4.1
+    sync, pairs = collect()
+    sync.add_left(msg(4100 * MS))
+    sync.add_right(msg(9000 * MS))     # an old-timeline image still waiting on the right
+    sync.clear(RIGHT)
+    sync.add_right(msg(4100 * MS))
+    assert pairs == [(4100 * MS, 4100 * MS)]

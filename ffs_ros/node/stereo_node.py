@@ -149,7 +149,7 @@ class StereoNode(Node):
         self._last_stamp[side] = t
         if last is not None and t < last:
             topic = (self.sub_left if side == LEFT else self.sub_right).topic_name
-            self._sync.clear()  # waiting images belong to the old timeline
+            self._sync.clear(side)  # this side's waiting images belong to the old timeline
             self.report_bad_input(
                 'stamps_backwards',
                 f'header stamp on {topic} went backwards by {(last - t) / 1e9:.3f} s',

@@ -68,11 +68,15 @@ class StereoSynchronizer:
     def add_right(self, msg: Any) -> None:
         self.add(RIGHT, msg)
 
-    def clear(self) -> None:
-        """Forget every waiting message (e.g. after time jumped backwards); counted as unmatched."""
-        for side in (LEFT, RIGHT):
-            self.unmatched[side] += len(self._queues[side])
-            self._queues[side].clear()
+    def clear(self, side: int | None = None) -> None:
+        """Forget the messages waiting on `side` (both sides when None); counted as unmatched.
+
+        After one side's stamps went backwards only that side's queue belongs to the old timeline: the
+        other side may already hold a message of the new one (topics are not ordered among themselves),
+        and its own jump back clears its own queue."""
+        for s in ((LEFT, RIGHT) if side is None else (side,)):
+            self.unmatched[s] += len(self._queues[s])
+            self._queues[s].clear()
 
     def add(self, side: int, msg: Any) -> None:
         """Offer one message from `side` (LEFT or RIGHT); may call the callback once."""
@@ -151,15 +155,17 @@ class MessageFiltersSynchronizer:
         self.offered += 1
         self._inputs[side].signalMessage(msg)
 
-    def clear(self) -> None:
-        """Forget waiting messages (message_filters keeps them in `queues` under `lock`)."""
+    def clear(self, side: int | None = None) -> None:
+        """Forget waiting messages of `side` (both when None); message_filters keeps them in `queues`
+        (one per input) under `lock`."""
         queues = getattr(self._sync, 'queues', None)
         lock = getattr(self._sync, 'lock', None)
         if queues is None or lock is None:
             return
         with lock:
-            for q in queues:
-                q.clear()
+            for i, q in enumerate(queues):
+                if side is None or i == side:
+                    q.clear()
 
 
 def make_synchronizer(callback: Callable[[Any, Any], None], queue_size: int = 5,
