@@ -44,3 +44,20 @@ def test_checkpoint_resume_and_init(tmp_path):
     wrong['model']['hidden'] = 24
     with pytest.raises(ValueError, match='do not fit'):
         train(wrong, tmp_path / 'run3', log=quiet, init=run / 'final.pt')
+
+
+def test_occluded_pixels_get_their_loss_weight(tmp_path):
+    """occluded_weight: occluded pixels inside the disparity range are trained with that weight (their rendered
+    disparity is exact), non-occluded with 1, out-of-range with 0; `valid` (for metrics) stays non-occluded."""
+    import numpy as np
+    from ffs_ros.model.data import CropDataset, generate_cache
+    generate_cache(tmp_path / 'c', n=2, height=64, width=96, max_disparity=24.0, seed=5)
+    for w in (0.0, 0.5):
+        ds = CropDataset(tmp_path / 'c', crop=(64, 96), max_disp=20, vflip=0.0, occluded_weight=w)
+        b = ds.sample(0, np.random.default_rng(0))
+        valid, weight, disp = b['valid'][0].numpy(), b['weight'][0].numpy(), b['disp'][0].numpy()
+        occ = ~valid & (disp < 20) & (disp >= 0)
+        assert occ.any() and valid.any() and (disp >= 20).any()
+        assert np.all(weight[valid] == 1.0)
+        assert np.all(weight[occ] == w)
+        assert np.all(weight[disp >= 20] == 0.0)

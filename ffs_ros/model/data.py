@@ -84,10 +84,13 @@ def load_cache(cache_dir):
 
 class CropDataset:
     """Random crops of cached scenes -> dict of float tensors (left/right [3,h,w] 0..255, disp [1,h,w],
-    valid [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp.
+    valid [1,h,w], weight [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp (the pixels
+    metrics are computed on); `weight` is the per-pixel loss weight: 1 on valid pixels, `occluded_weight` on
+    occluded ones inside the disparity range (their disparity is exact in rendered scenes, so the network can
+    learn to fill occlusions from the background, as real ground truth such as Middlebury's scores them), 0 else.
     `cache_dir` may be a list of caches (same scene size): indices run over their concatenation."""
 
-    def __init__(self, cache_dir, crop=(160, 288), max_disp=128, vflip=0.5):
+    def __init__(self, cache_dir, crop=(160, 288), max_disp=128, vflip=0.5, occluded_weight=0.0):
         dirs = [cache_dir] if isinstance(cache_dir, (str, os.PathLike)) else list(cache_dir)
         self.parts = [load_cache(d) for d in dirs]
         self.meta = self.parts[0][0]
@@ -95,6 +98,7 @@ class CropDataset:
         self.crop = tuple(crop)
         self.max_disp = max_disp
         self.vflip = vflip
+        self.occluded_weight = float(occluded_weight)
         for m, _ in self.parts:
             if self.crop[0] > m['height'] or self.crop[1] > m['width']:
                 raise ValueError(f'crop {self.crop} larger than cached scenes {m["height"]}x{m["width"]}')
@@ -114,14 +118,18 @@ class CropDataset:
         sl = (index, slice(y0, y0 + ch), slice(x0, x0 + cw))
         left = np.asarray(arrs['left'][sl], np.float32)
         right = np.asarray(arrs['right'][sl], np.float32)
-        disp = np.asarray(arrs['disp'][sl], np.float32)
+        disp = np.array(arrs['disp'][sl], np.float32)  # a copy: the cache is a read-only memory map
         occ = np.asarray(arrs['occ'][sl])
         if rng.random() < self.vflip:
             left, right, disp, occ = left[::-1], right[::-1], disp[::-1], occ[::-1]
-        valid = (~occ) & (disp < self.max_disp) & (disp >= 0)
+        in_range = (disp < self.max_disp) & (disp >= 0)
+        valid = ~occ & in_range
+        weight = valid.astype(np.float32)
+        if self.occluded_weight > 0:
+            weight[occ & in_range] = self.occluded_weight
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
         return {'left': t(left).permute(2, 0, 1), 'right': t(right).permute(2, 0, 1),
-                'disp': t(disp)[None], 'valid': t(valid)[None]}
+                'disp': t(disp)[None], 'valid': t(valid)[None], 'weight': t(weight)[None]}
 
     def batch(self, indices, rng):
         import torch

@@ -24,7 +24,9 @@ from .net import FFSSmall, count_parameters
 
 DEFAULT_TRAIN = {
     'steps': 3000, 'batch': 4, 'crop': [160, 288], 'lr': 1e-3, 'weight_decay': 1e-4, 'pct_start': 0.05,
-    'grad_clip': 1.0, 'iter_gamma': 0.8, 'init_weight': 0.5, 'ckpt_every': 100, 'keep_every': 500,
+    'grad_clip': 1.0, 'iter_gamma': 0.8, 'init_weight': 0.5,
+    'occluded_weight': 0.0,  # loss weight of occluded pixels (exact disparity in our scenes); 0: ignore them
+    'ckpt_every': 100, 'keep_every': 500,
     'log_every': 10, 'seed': 0, 'threads': 2,
     'device': 'cpu',    # 'cuda' on a GPU machine: model, batches and the volume live there
     'deadline': None,   # 'HH:MM' (UTC, today): one-cycle over wall-clock time instead of steps, stop there
@@ -68,7 +70,8 @@ def parse_deadline(text, now=None):
 
 
 def sequence_loss(out, gt, valid, iter_gamma=0.8, init_weight=0.5):
-    """Smooth-L1 over valid pixels: final + init_weight*init + sum_i gamma^(n-1-i) * iter_i."""
+    """Smooth-L1 over valid pixels: final + init_weight*init + sum_i gamma^(n-1-i) * iter_i.
+    `valid` is a bool mask or a float per-pixel weight; the loss is the weighted mean."""
     m = valid.float()
     denom = m.sum().clamp(min=1.0)
 
@@ -134,7 +137,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
         log(f'initialised from {init} (trained {ck.get("step", "?")} steps)')
     device = torch.device(tcfg['device'])
     model.to(device)
-    ds = CropDataset(caches, tcfg['crop'], model.max_disp)
+    ds = CropDataset(caches, tcfg['crop'], model.max_disp, occluded_weight=tcfg['occluded_weight'])
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg['lr'], total_steps=int(tcfg['steps']),
                                                 pct_start=tcfg['pct_start'], anneal_strategy='cos')
@@ -197,7 +200,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                 f = model.features(b['left'], b['right'])
                 vol = model.gwc(f['features_left_04'], f['features_right_04'])
                 o = model.post(**f, gwc_volume=vol, iters=iters, return_all=True)
-                loss = sequence_loss(o, b['disp'], b['valid'], tcfg['iter_gamma'], tcfg['init_weight'])
+                loss = sequence_loss(o, b['disp'], b['weight'], tcfg['iter_gamma'], tcfg['init_weight'])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg['grad_clip'])
