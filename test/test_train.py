@@ -61,3 +61,28 @@ def test_occluded_pixels_get_their_loss_weight(tmp_path):
         assert np.all(weight[valid] == 1.0)
         assert np.all(weight[occ] == w)
         assert np.all(weight[disp >= 20] == 0.0)
+
+
+@pytest.mark.parametrize('recipe', ['train.yaml', 'train_stage2.yaml'])
+def test_shipped_recipes_are_valid_for_the_shipped_model(recipe):
+    """The commands in models/README.md must run: every key is known, scene options exist in the generator,
+    and the model section builds the architecture of the shipped checkpoint (so --init from it works)."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from ffs_ros.model.net import DEFAULT_CONFIG
+    from ffs_ros.model.train import DEFAULT_DATA, DEFAULT_TRAIN, merge
+    from ffs_ros.synth import render_scene
+    root = Path(__file__).resolve().parent.parent
+    cfg = yaml.safe_load((root / 'config' / recipe).read_text())
+    merge(DEFAULT_TRAIN, cfg['train'], 'train')
+    data = merge(DEFAULT_DATA, cfg['data'], 'data')
+    scene_params = set(inspect.signature(render_scene).parameters)
+    for e in data['cache']:
+        if isinstance(e, dict):
+            assert set(e.get('scene_opts', {})) <= scene_params, e
+    shipped = torch.load(root / 'models' / 'ffs_small.pt', map_location='cpu', weights_only=False)['config']
+    model = merge(DEFAULT_CONFIG, cfg['model'], 'model')
+    assert model == shipped
