@@ -30,6 +30,8 @@ def _run_two_stage(d, left, right, cfg):
 def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(TINY).eval()
+    with torch.no_grad():
+        model.upsampler.guide_scale.fill_(0.5)  # a trained guide term is part of the exported graph
     d = tmp_path_factory.mktemp('exp')
     export_two_stage(model, d, 64, 96, iters=2, dynamic=True, single=True)
     return model, d

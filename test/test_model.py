@@ -109,3 +109,63 @@ def test_tiny_model_learns_a_constant_shift():
         loss.backward()
         opt.step()
     assert np.mean(errs[-5:]) < 0.3 * np.mean(errs[:3])
+
+
+def test_guided_upsampler_starts_as_plain_convex_and_snaps_edges():
+    """guide_scale 0: exactly the plain convex upsampler (the weights of a checkpoint trained without the guide
+    mean the same thing with it). Active: still a convex combination of the 3x3 coarse neighbours, and an embedding that tells the
+    two sides of an image edge apart puts the depth edge on the image edge."""
+    from ffs_ros.model.upsample import ConvexUpsampler
+    torch.manual_seed(0)
+    plain, guided = ConvexUpsampler(16, 8), ConvexUpsampler(16, 8, guide_ch=4)
+    guided.head.load_state_dict(plain.head.state_dict())
+    guided.guide_scale.data.zero_()
+    d4 = torch.rand(1, 1, 6, 8) * 10
+    hidden, stem = torch.randn(1, 16, 6, 8), torch.randn(1, 8, 12, 16)
+    with torch.no_grad():
+        assert torch.equal(plain(d4, hidden, stem), guided(d4, hidden, stem))
+        guided.guide_scale.fill_(3.0)
+        out = guided(d4, hidden, stem)
+    nb = torch.nn.functional.max_pool2d(d4 * 4, 3, 1, 1), -torch.nn.functional.max_pool2d(-d4 * 4, 3, 1, 1)
+    up = lambda t: torch.nn.functional.interpolate(t, scale_factor=4, mode='nearest')  # noqa: E731
+    assert out.shape == (1, 1, 24, 32)
+    assert torch.all(out <= up(nb[0]) + 1e-4) and torch.all(out >= up(nb[1]) - 1e-4)
+
+    # a vertical depth edge between coarse columns, the image edge 2 px inside column 2 (full-res x = 10):
+    # with a zero head and an embedding equal to the image's side, every pixel takes its own side's disparity
+    d4 = torch.zeros(1, 1, 4, 5)
+    d4[..., 2:] = 5.0                                   # far 0 px left of column 2, near 20 px from it on
+    side = torch.zeros(1, 8, 8, 10)
+    side[..., 5:] = 1.0                                 # stem channel 0: 1 right of the image edge (1/2-res x 5)
+    g = ConvexUpsampler(4, 8, guide_ch=1)
+    with torch.no_grad():
+        for m in list(g.head) + list(g.guide):
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                m.bias.zero_()
+        g.guide[0].weight[0, 0, 1, 1] = 1.0             # pass "right of the edge" through the guide CNN
+        g.guide[2].weight[0, 0, 1, 1] = 1.0
+        g.guide[4].weight[0, 0, 1, 1] = 1.0
+        g.guide[6].weight[:, 0] = 2.0
+        g.guide[6].bias[:] = -1.0                       # embedding -1 left of the edge, +1 right of it
+        g.guide_scale.zero_()
+        plain_out = g(d4, torch.zeros(1, 4, 4, 5), side)[0, 0, 0]
+        g.guide_scale.fill_(20.0)
+        out = g(d4, torch.zeros(1, 4, 4, 5), side)[0, 0, 0]
+    assert torch.all(out[:10] < 0.5) and torch.all(out[10:] > 19.5), out
+    assert (plain_out[6:12] - torch.tensor([0, 0, 20, 20, 20, 20.])).abs().max() > 5   # plain: blended edge
+
+
+def test_checkpoints_without_guide_load_as_plain_upsampler(tmp_path):
+    """Checkpoints written before the guide term (no 'guide_ch' in their config) load with guide_ch 0."""
+    cfg = dict(TINY, guide_ch=0)
+    torch.manual_seed(0)
+    old = build_model(cfg).eval()
+    saved = dict(old.config)
+    del saved['guide_ch']
+    torch.save({'config': saved, 'state_dict': old.state_dict()}, tmp_path / 'old.pt')
+    m = load_model(tmp_path / 'old.pt')
+    assert m.config['guide_ch'] == 0
+    left, right = _pair(seed=2)
+    with torch.no_grad():
+        assert torch.equal(m(left, right), old(left, right))

@@ -63,26 +63,69 @@ def test_occluded_pixels_get_their_loss_weight(tmp_path):
         assert np.all(weight[disp >= 20] == 0.0)
 
 
-@pytest.mark.parametrize('recipe', ['train.yaml', 'train_stage2.yaml'])
-def test_shipped_recipes_are_valid_for_the_shipped_model(recipe):
+def test_finetune_of_named_modules_from_a_checkpoint_without_the_guide(tmp_path):
+    """Stage 3: --init from a checkpoint without the guide term (its new parameters start with a negligible effect)
+    and train.trainable [upsampler]: everything else, BatchNorm statistics included, stays as it was."""
+    cache, quiet = tmp_path / 'cache', (lambda m: None)
+    base = _cfg(cache, 1)
+    base['model']['guide_ch'] = 0
+    train(base, tmp_path / 'a', log=quiet)
+    cfg = _cfg(cache, 3)
+    cfg['model']['guide_ch'] = 4
+    cfg['train'].update(trainable=['upsampler'], lr=0.01)
+    msgs = []
+    train(cfg, tmp_path / 'b', log=msgs.append, init=tmp_path / 'a' / 'final.pt')
+    assert any('new parameters with negligible initial effect' in m for m in msgs)
+    assert any('training only upsampler' in m for m in msgs)
+    before = torch.load(tmp_path / 'a' / 'final.pt', map_location='cpu', weights_only=False)['state_dict']
+    after = torch.load(tmp_path / 'b' / 'final.pt', map_location='cpu', weights_only=False)['state_dict']
+    for k, v in before.items():
+        if not k.startswith('upsampler.'):
+            assert torch.equal(after[k], v), k
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith('upsampler.head'))
+    assert after['upsampler.guide_scale'] != 1.0  # trained from its initial 1
+
+    wrong = _cfg(cache, 1)
+    wrong['train']['trainable'] = ['upsampler', 'decoder']
+    with pytest.raises(ValueError, match='top-level modules'):
+        train(wrong, tmp_path / 'c', log=quiet)
+
+
+RECIPES = ['train.yaml', 'train_stage2.yaml']  # each --init from the one before; the last one is shipped
+
+
+@pytest.mark.parametrize('stage', range(len(RECIPES)))
+def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
     """The commands in models/README.md must run: every key is known, scene options exist in the generator,
-    and the model section builds the architecture of the shipped checkpoint (so --init from it works)."""
+    the last stage builds the architecture of the shipped checkpoint, and each earlier stage one that --init
+    can start the next from (equal, or missing only the next stage's guide term)."""
     import inspect
     from pathlib import Path
 
     import yaml
 
+    from ffs_ros.model import checkpoint_config
     from ffs_ros.model.net import DEFAULT_CONFIG
     from ffs_ros.model.train import DEFAULT_DATA, DEFAULT_TRAIN, merge
     from ffs_ros.synth import render_scene
     root = Path(__file__).resolve().parent.parent
-    cfg = yaml.safe_load((root / 'config' / recipe).read_text())
-    merge(DEFAULT_TRAIN, cfg['train'], 'train')
-    data = merge(DEFAULT_DATA, cfg['data'], 'data')
-    scene_params = set(inspect.signature(render_scene).parameters)
-    for e in data['cache']:
-        if isinstance(e, dict):
-            assert set(e.get('scene_opts', {})) <= scene_params, e
-    shipped = torch.load(root / 'models' / 'ffs_small.pt', map_location='cpu', weights_only=False)['config']
-    model = merge(DEFAULT_CONFIG, cfg['model'], 'model')
-    assert model == shipped
+
+    def model_of(recipe):
+        cfg = yaml.safe_load((root / 'config' / recipe).read_text())
+        merge(DEFAULT_TRAIN, cfg['train'], 'train')
+        data = merge(DEFAULT_DATA, cfg['data'], 'data')
+        scene_params = set(inspect.signature(render_scene).parameters)
+        for e in data['cache']:
+            if isinstance(e, dict):
+                assert set(e.get('scene_opts', {})) <= scene_params, e
+        return merge(DEFAULT_CONFIG, cfg['model'], 'model')
+
+    model = model_of(RECIPES[stage])
+    if stage == len(RECIPES) - 1:
+        shipped = torch.load(root / 'models' / 'ffs_small.pt', map_location='cpu', weights_only=False)['config']
+        assert model == checkpoint_config(shipped)
+    else:
+        nxt = model_of(RECIPES[stage + 1])
+        assert {k: v for k, v in model.items() if k != 'guide_ch'} == \
+            {k: v for k, v in nxt.items() if k != 'guide_ch'}
+        assert model['guide_ch'] in (0, nxt['guide_ch'])

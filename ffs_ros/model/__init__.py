@@ -21,13 +21,19 @@ from pathlib import Path
 
 from .net import DEFAULT_CONFIG, FEATURE_NAMES, FFSSmall, count_parameters, make_config
 
-__all__ = ['DEFAULT_CONFIG', 'FEATURE_NAMES', 'FFSSmall', 'build_model', 'count_parameters', 'load_model',
+__all__ = ['DEFAULT_CONFIG', 'FEATURE_NAMES', 'FFSSmall', 'build_model', 'checkpoint_config', 'count_parameters', 'load_model',
            'make_config']
 
 
 def build_model(config=None):
     """A fresh (untrained) FFSSmall with config overrides."""
     return FFSSmall(config)
+
+
+def checkpoint_config(config):
+    """A checkpoint's model config with keys added since it was written set to what it was trained with
+    (checkpoints before the guided upsampler have no 'guide_ch': they used plain convex upsampling)."""
+    return {'guide_ch': 0, **config}
 
 
 def load_model(checkpoint_path, device='cpu'):
@@ -40,7 +46,7 @@ def load_model(checkpoint_path, device='cpu'):
     ck = torch.load(path, map_location='cpu', weights_only=False)
     if not isinstance(ck, dict) or 'state_dict' not in ck or 'config' not in ck:
         raise ValueError(f'{path} is not an ffs_ros checkpoint (expected a dict with config and state_dict)')
-    model = FFSSmall(ck['config'])
+    model = FFSSmall(checkpoint_config(ck['config']))
     model.load_state_dict(ck['state_dict'])
     model.step = int(ck.get('step', 0))
     return model.to(device).eval()

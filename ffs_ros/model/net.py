@@ -40,6 +40,7 @@ DEFAULT_CONFIG = {
     'geo_ch': 4,
     'hidden': 48,
     'ctx': 48,
+    'guide_ch': 8,            # joint-bilateral term of the upsampler (0: plain convex upsampling)
 }
 
 
@@ -75,7 +76,7 @@ class FFSSmall(nn.Module):
         self.lookup = GeometryLookup(levels=2)
         lookup_ch = 2 * 9 * (cfg['geo_ch'] + 1)
         self.update = UpdateBlock(lookup_ch, cfg['hidden'], cfg['ctx'])
-        self.upsampler = ConvexUpsampler(cfg['hidden'], cfg['stem_ch'])
+        self.upsampler = ConvexUpsampler(cfg['hidden'], cfg['stem_ch'], cfg['guide_ch'])
 
     # ---- stage 1 ----
     def features(self, left, right):

@@ -30,7 +30,11 @@ DEFAULT_TRAIN = {
     'log_every': 10, 'seed': 0, 'threads': 2,
     'device': 'cpu',    # 'cuda' on a GPU machine: model, batches and the volume live there
     'deadline': None,   # 'HH:MM' (UTC, today): one-cycle over wall-clock time instead of steps, stop there
+    'trainable': None,  # list of module names (e.g. [upsampler]) to train, the rest frozen in eval mode; None: all
 }
+# parameters a fine-tune may add to an --init checkpoint: modules whose fresh initialisation has a negligible
+# effect (the upsampler's guide: ~0.01 px), so the initialised model computes what the checkpoint did
+GATED_NEW = ('upsampler.guide',)
 DEFAULT_DATA = {'cache': 'data_cache/train_v1', 'n': 4000, 'height': 192, 'width': 320,
                 'max_disparity': 96.0, 'seed': 1, 'scene_opts': {}}
 
@@ -104,6 +108,21 @@ def save_checkpoint(path, model, opt, sched, step, np_rng, cfg, extra=None):
     tmp.replace(path)
 
 
+def freeze_except(model, trainable):
+    """Freeze every top-level module not named in `trainable` (None: train all) -> frozen names."""
+    if trainable is None:
+        return []
+    names = [n for n, _ in model.named_children()]
+    unknown = [t for t in trainable if t not in names]
+    if unknown or not trainable:
+        raise ValueError(f'train.trainable {trainable!r}: name top-level modules of the model: {", ".join(names)}')
+    frozen = [n for n in names if n not in trainable]
+    for n in frozen:
+        for p in model.get_submodule(n).parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
 def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, init=None):
     """Run (or resume) training as configured. Returns the run directory.
 
@@ -130,15 +149,22 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
     if init is not None and not resume:
         ck = torch.load(init, map_location='cpu', weights_only=False)
         try:
-            model.load_state_dict(ck['state_dict'])
+            missing, unexpected = model.load_state_dict(ck['state_dict'], strict=False)
         except RuntimeError as e:
-            raise ValueError(f'--init {init}: its weights do not fit the configured model ({e}); '
+            missing, unexpected = [f'shape mismatch: {e}'], []
+        bad = [k for k in missing if not k.startswith(GATED_NEW)] + list(unexpected)
+        if bad:
+            raise ValueError(f'--init {init}: its weights do not fit the configured model ({", ".join(bad[:5])}); '
                              f'use the model section it was trained with') from None
-        log(f'initialised from {init} (trained {ck.get("step", "?")} steps)')
+        log(f'initialised from {init} (trained {ck.get("step", "?")} steps)'
+            + (f'; new parameters with negligible initial effect: {", ".join(missing)}' if missing else ''))
     device = torch.device(tcfg['device'])
     model.to(device)
     ds = CropDataset(caches, tcfg['crop'], model.max_disp, occluded_weight=tcfg['occluded_weight'])
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
+    frozen = freeze_except(model, tcfg['trainable'])
+    if frozen:
+        log(f'training only {", ".join(tcfg["trainable"])}; frozen (eval mode): {", ".join(frozen)}')
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg['lr'], total_steps=int(tcfg['steps']),
                                                 pct_start=tcfg['pct_start'], anneal_strategy='cos')
     np_rng = np.random.default_rng(tcfg['seed'])
@@ -177,6 +203,8 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
         stop['flag'] = True
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     model.train()
+    for name in frozen:
+        model.get_submodule(name).eval()  # frozen BatchNorm statistics stay as trained
     iters = int(model.config['train_iters'])
     t_last, steps_since = time.time(), 0
     end = int(tcfg['steps']) if max_steps is None else min(int(tcfg['steps']), step + int(max_steps))
@@ -203,7 +231,8 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                 loss = sequence_loss(o, b['disp'], b['weight'], tcfg['iter_gamma'], tcfg['init_weight'])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg['grad_clip'])
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                               tcfg['grad_clip'])
                 opt.step()
                 if not deadline:
                     sched.step()
