@@ -13,8 +13,7 @@ The plain head's 3x3 window at 1/2 resolution cannot see the neighbouring cells 
 4 px away); this term compares them explicitly, which is what puts depth edges on image edges. A fresh guide
 has small random embeddings (its effect is ~0.01 px), so a model trained without the term computes nearly the
 same output until it is fine-tuned; guide_scale 0 switches the term off exactly. (guide_scale starts at 1, not
-0: behind a zero gate the term's effect grows only as fast as the gate does, which reached 0.04 after 1,000
-steps of a first fine-tune.)
+0: behind a zero gate the term's effect grew about 3x slower in a first fine-tune.)
 
 Written with pad/slice/pixel_shuffle only (no unfold), so it exports to ONNX with symbolic sizes."""
 from __future__ import annotations
