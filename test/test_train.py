@@ -91,7 +91,8 @@ def test_finetune_of_named_modules_from_a_checkpoint_without_the_guide(tmp_path)
         train(wrong, tmp_path / 'c', log=quiet)
 
 
-RECIPES = ['train.yaml', 'train_stage2.yaml', 'train_stage3.yaml']  # each --init from the one before; the last is shipped
+# each --init from the one before; the last one is shipped
+RECIPES = ['train.yaml', 'train_stage2.yaml', 'train_stage3.yaml']
 
 
 @pytest.mark.parametrize('stage', range(len(RECIPES)))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from .net import DEFAULT_CONFIG, FEATURE_NAMES, FFSSmall, count_parameters, make_config
 
-__all__ = ['DEFAULT_CONFIG', 'FEATURE_NAMES', 'FFSSmall', 'build_model', 'checkpoint_config', 'count_parameters', 'load_model',
-           'make_config']
+__all__ = ['DEFAULT_CONFIG', 'FEATURE_NAMES', 'FFSSmall', 'build_model', 'checkpoint_config', 'count_parameters',
+           'load_model', 'make_config']
 
 
 def build_model(config=None):

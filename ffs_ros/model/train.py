@@ -34,7 +34,7 @@ DEFAULT_TRAIN = {
 }
 # parameters a fine-tune may add to an --init checkpoint: modules whose fresh initialisation has a negligible
 # effect (the upsampler's guide: ~0.01 px), so the initialised model computes what the checkpoint did
-GATED_NEW = ('upsampler.guide',)
+INIT_MAY_ADD = ('upsampler.guide',)
 DEFAULT_DATA = {'cache': 'data_cache/train_v1', 'n': 4000, 'height': 192, 'width': 320,
                 'max_disparity': 96.0, 'seed': 1, 'scene_opts': {}}
 
@@ -152,7 +152,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
             missing, unexpected = model.load_state_dict(ck['state_dict'], strict=False)
         except RuntimeError as e:
             missing, unexpected = [f'shape mismatch: {e}'], []
-        bad = [k for k in missing if not k.startswith(GATED_NEW)] + list(unexpected)
+        bad = [k for k in missing if not k.startswith(INIT_MAY_ADD)] + list(unexpected)
         if bad:
             raise ValueError(f'--init {init}: its weights do not fit the configured model ({", ".join(bad[:5])}); '
                              f'use the model section it was trained with') from None
@@ -164,7 +164,8 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
     frozen = freeze_except(model, tcfg['trainable'])
     if frozen:
         log(f'training only {", ".join(tcfg["trainable"])}; frozen (eval mode): {", ".join(frozen)}')
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg['lr'], total_steps=int(tcfg['steps']),
                                                 pct_start=tcfg['pct_start'], anneal_strategy='cos')
     np_rng = np.random.default_rng(tcfg['seed'])
@@ -231,8 +232,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                 loss = sequence_loss(o, b['disp'], b['weight'], tcfg['iter_gamma'], tcfg['init_weight'])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                               tcfg['grad_clip'])
+                torch.nn.utils.clip_grad_norm_(params, tcfg['grad_clip'])
                 opt.step()
                 if not deadline:
                     sched.step()
