@@ -114,8 +114,7 @@ def test_tiny_model_learns_a_constant_shift():
 def test_guided_upsampler_starts_as_plain_convex_and_snaps_edges():
     """guide_scale 0: exactly the plain convex upsampler (the weights of a checkpoint trained without the guide
     mean the same thing with it). Active: still a convex combination of the 3x3 coarse neighbours, and an
-    embedding that tells the
-    two sides of an image edge apart puts the depth edge on the image edge."""
+    embedding that tells the two sides of an image edge apart puts the depth edge on the image edge."""
     from ffs_ros.model.upsample import ConvexUpsampler
     torch.manual_seed(0)
     plain, guided = ConvexUpsampler(16, 8), ConvexUpsampler(16, 8, guide_ch=4)
