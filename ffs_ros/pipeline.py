@@ -9,9 +9,9 @@ backwards); every other bad input raises InputError naming the problem and the f
 Output conventions (see shared/docs/ros-stereo-conventions.md):
 - disparity: stereo_msgs/DisparityImage, 32FC1 d = x_l - x_r - (cx_l - cx_r), NaN invalid;
   f = P_left[0,0], t = -P_right[0,3]/P_right[0,0]; min/max_disparity from the config;
-  delta_d = the matcher's `info.extra['delta_d']` if it reports one, else 1/16 px (SGBM's
-  sub-pixel step; learned matchers regress continuous values, 1/16 is a nominal resolution);
-  valid_window = `info.extra['valid_window']` (x, y, width, height) if reported, else the full image.
+  delta_d = the matcher's `info.delta_d` (SGBM's exact 1/16 px step; learned matchers regress continuous
+  values, 1/16 is a nominal resolution); valid_window = the matcher's `info.valid_window` (x, y, width,
+  height in output-image pixels) when it reports one for this image size, else the full image.
 - depth/image_rect: 32FC1 metres NaN invalid (REP 118), or 16UC1 millimetres 0 invalid
   (depths that do not fit 1..65535 mm are 0); not range-filtered (min/max_depth filter the cloud).
 - points2: x, y, z float32 (+ packed rgb), organized HxW with NaN points or dense 1xN, filtered
@@ -33,10 +33,9 @@ import numpy as np
 from .convert import (INPUT_ENCODINGS, ImageError, check_image, image_to_rgb, new_image, numpy_to_image,
                       set_data)
 from .geometry import CloudBuffer, StereoCamera, _corrected_disparity, color_map_disparity
-from .inference.base import StereoMatcher
+from .inference.base import DEFAULT_DELTA_D, StereoMatcher
 
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
-DEFAULT_DELTA_D = 1.0 / 16.0
 
 
 @dataclass
@@ -280,7 +279,6 @@ class StereoPipeline:
         from stereo_msgs.msg import DisparityImage
 
         info = self.matcher.info
-        extra = getattr(info, 'extra', None) or {}
         msg = DisparityImage()
         msg.header = header
         msg.image, view = new_image(cam.height, cam.width, '32FC1', header)
@@ -288,8 +286,8 @@ class StereoPipeline:
         msg.t = float(cam.baseline)
         msg.min_disparity = float(self._config.min_disparity)
         msg.max_disparity = float(self._config.max_disparity)
-        msg.delta_d = float(extra.get('delta_d', DEFAULT_DELTA_D))
-        x, y, vw, vh = extra.get('valid_window', (0, 0, cam.width, cam.height))
+        msg.delta_d = float(info.delta_d if info.delta_d else DEFAULT_DELTA_D)
+        x, y, vw, vh = valid_window(info.valid_window, cam.width, cam.height)
         msg.valid_window.x_offset, msg.valid_window.y_offset = int(x), int(y)
         msg.valid_window.width, msg.valid_window.height = int(vw), int(vh)
         return msg, view
@@ -368,3 +366,12 @@ def _copy_info(info, header):
     c.binning_x, c.binning_y = info.binning_x, info.binning_y
     c.roi = info.roi
     return c
+
+
+def valid_window(window, width: int, height: int) -> tuple[int, int, int, int]:
+    """The matcher's (x, y, width, height) clipped to a width x height image; the full image when it reports none."""
+    if window is None:
+        return 0, 0, width, height
+    x, y, w, h = (int(v) for v in window)
+    x, y = min(max(x, 0), width), min(max(y, 0), height)
+    return x, y, max(0, min(w, width - x)), max(0, min(h, height - y))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from ffs_ros.inference.gwc import gwc_volume_numpy
+from ffs_ros.contract.gwc import gwc_volume_numpy
 from ffs_ros.model import FEATURE_NAMES, build_model
 from ffs_ros.model.export import export_two_stage
 

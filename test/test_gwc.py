@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffs_ros.inference.gwc import EPS, gwc_volume_numpy, gwc_volume_torch
+from ffs_ros.contract.gwc import EPS, gwc_volume_into, gwc_volume_numpy, gwc_volume_torch
 
 
 def reference(left, right, groups, max_disp, normalize):
@@ -78,8 +78,34 @@ def test_bad_group_count_and_buffer_are_refused(feats):
 
 
 def test_tensor_dispatch_on_cpu_matches_reference(feats):
-    from ffs_ros.inference.gwc import gwc_volume_tensor
+    from ffs_ros.contract.gwc import gwc_volume_tensor
     left, right = feats
     vol = gwc_volume_tensor(torch.from_numpy(left), torch.from_numpy(right), 8, 12, True)
     assert isinstance(vol, torch.Tensor) and vol.dtype == torch.float32
     assert np.abs(vol.numpy() - reference(left, right, 8, 12, True)).max() <= 1e-3
+
+
+@pytest.mark.parametrize('normalize', [True, False])
+@pytest.mark.parametrize('max_elements', [1 << 26, 300])      # one chunk, and chunks that split image rows
+def test_one_pass_device_volume_matches_float64_reference(feats, normalize, max_elements):
+    """Defect 13: the device volume is one batched pass (no loop over disparities), exact to the reference."""
+    left, right = feats
+    ref = reference(left, right, 8, 12, normalize)
+    vol = gwc_volume_into(torch.from_numpy(left), torch.from_numpy(right), 8, 12, normalize,
+                          max_elements=max_elements)
+    assert vol.dtype == torch.float32 and tuple(vol.shape) == (1, 8, 12, 5, 23)
+    assert np.abs(vol.numpy() - ref).max() <= 1e-5
+
+
+def test_one_pass_volume_is_written_in_the_buffer_dtype(feats):
+    """Written directly into the post graph's fp16 input: no fp32 volume and second copy."""
+    left, right = feats
+    out = torch.full((1, 8, 12, 5, 23), float('nan'), dtype=torch.float16)
+    vol = gwc_volume_into(torch.from_numpy(left).half(), torch.from_numpy(right).half(), 8, 12, True, out=out)
+    assert vol is out
+    ref = reference(left.astype(np.float16).astype(np.float32), right.astype(np.float16).astype(np.float32), 8, 12,
+                    True)
+    assert np.abs(out.double().numpy() - ref).max() <= 2.5e-4
+    with pytest.raises(ValueError, match='out has shape'):
+        gwc_volume_into(torch.from_numpy(left), torch.from_numpy(right), 8, 12, True,
+                        out=torch.empty(1, 8, 11, 5, 23))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ffs_ros.inference import choose_backend, load_matcher
-from ffs_ros.inference.contracts import detect_model
+from ffs_ros.contract import detect_model
 from test_inference_models import make_single, make_two_stage, shifted_pair, torch_two_stage
 
 
@@ -67,8 +67,9 @@ def test_letterboxed_constant_disparity_comes_back_at_input_size(matching_model,
     info = m.info
     s = min(128 / in_hw[0], 256 / in_hw[1], 1.0)
     assert info.extra['scale'][0] == pytest.approx(s, rel=0.02)
-    x1, y1 = info.extra['valid_window'][2:]
-    assert (y1, x1) == (round(in_hw[0] * s), round(in_hw[1] * s))
+    assert info.network_size == (128, 256)
+    assert info.valid_window == (0, 0, in_hw[1], in_hw[0])      # output-image pixels: the whole image
+    assert info.max_disparity == pytest.approx(64 / info.extra['scale'][0])
     ys, xs = np.nonzero(np.isfinite(out))                 # reported values are matchable disparities
     assert np.all(out[ys, xs] > 0) and np.all(xs - out[ys, xs] >= 0)
     inner = out[4:-4, disp + 8:-8]
@@ -94,7 +95,7 @@ def test_dynamic_graph_runs_at_input_size_padded_to_32(tmp_path):
     left, right = shifted_pair(100, 150, 12, seed=6)
     m = load_matcher(d, 'onnxruntime')
     out = m(left, right)
-    assert m.info.extra['network_input'] == (128, 160) and m.info.extra['scale'] == (1.0, 1.0)
+    assert m.info.network_size == (128, 160) and m.info.extra['scale'] == (1.0, 1.0)
     assert np.nanmedian(np.abs(out[4:-4, 20:-4] - 12)) < 0.1
 
 
@@ -123,8 +124,10 @@ def test_load_matcher_errors(matching_model, tmp_path, monkeypatch):
         load_matcher(None, 'onnxruntime')
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         load_matcher(matching_model[2], 'cuda')
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['precison'\]"):
+    with pytest.raises(ValueError, match=r"option\(s\) \['precison'\] are not for backend onnxruntime"):
         load_matcher(matching_model[2], 'onnxruntime', precison='fp16')
+    with pytest.raises(ValueError, match=r"\['precision'\] are not for backend onnxruntime; it takes: resize_mode"):
+        load_matcher(matching_model[2], 'onnxruntime', precision='fp16')
     with pytest.raises(ValueError, match='resize_mode must be one of letterbox, stretch'):
         load_matcher(matching_model[2], 'onnxruntime', resize_mode='squash')
     with pytest.raises(ValueError, match='conflicts with the model, which is fixed at 256x128'):
@@ -132,6 +135,25 @@ def test_load_matcher_errors(matching_model, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match='needs onnxruntime-gpu'):
         load_matcher(matching_model[2], 'onnxruntime', device='cuda')
     assert load_matcher(None, 'sgbm').info.backend == 'sgbm'
+
+
+def test_auto_falls_back_to_sgbm_only_when_no_model_is_installed(matching_model, tmp_path, monkeypatch):
+    """One policy for node, infer and eval: 'auto' without a model and with none installed runs SGBM (with the
+    search range asked for); a model that is given or installed is never silently replaced."""
+    monkeypatch.setenv('FFS_ROS_MODEL_DIR', str(tmp_path / 'none'))
+    m = load_matcher(None, 'auto', max_disparity=64, resize_mode='stretch')
+    assert m.info.backend == 'sgbm' and m.num_disparities == 64
+    with pytest.raises(ValueError, match='does not exist'):
+        load_matcher(tmp_path / 'missing', 'auto')
+    monkeypatch.setenv('FFS_ROS_MODEL_DIR', str(matching_model[2]))
+    assert load_matcher(None, 'auto', max_disparity=64, device='cpu').info.backend == 'onnxruntime'
+
+
+def test_cuda_graph_with_onnxruntime_is_refused_with_the_reason(matching_model):
+    """ORT synchronises and runs on its own terms inside Run(): a capture around it cannot work (defect 9)."""
+    for io_binding in (False, True):
+        with pytest.raises(ValueError, match='cuda_graph does not work with backend onnxruntime.*tensorrt or torch'):
+            load_matcher(matching_model[2], 'onnxruntime', device='cpu', io_binding=io_binding, cuda_graph=True)
 
 
 def test_bad_images_are_refused(matching_model):
@@ -160,14 +182,18 @@ class FakeOwnModel(torch.nn.Module):
 
 def test_torch_backend_pipeline_on_cpu(matching_model, tmp_path):
     """The torch path (own model API) letterboxes/crops on the device and agrees with the ONNX path."""
-    from ffs_ros.inference.contracts import ModelSource
-    from ffs_ros.inference.torch_backend import TorchMatcher
+    from ffs_ros.contract import ModelSource
+    from ffs_ros.inference.network import NetworkMatcher
+    from ffs_ros.inference.torch_backend import torch_graphs
+
+    def TorchMatcher(src, device, **kw):
+        return NetworkMatcher(src, torch_graphs(src, device=device, **kw))
     feat, post, d = matching_model
     src = ModelSource('torch', tmp_path, checkpoint=tmp_path / 'x.pt')
     m = TorchMatcher(src, device='cpu', model=FakeOwnModel(feat, post))
     left, right = shifted_pair(100, 150, 12, seed=8)
     out = m(left, right)
-    assert out.shape == (100, 150) and m.info.backend == 'torch' and m.info.extra['network_input'] == (128, 160)
+    assert out.shape == (100, 150) and m.info.backend == 'torch' and m.info.network_size == (128, 160)
     assert np.nanmedian(np.abs(out[4:-4, 20:-4] - 12)) < 0.1
     assert set(m.last_timings) == {'preprocess', 'feature', 'gwc', 'post', 'postprocess'}
     with pytest.raises(ValueError, match='fp16 autocast is for CUDA'):
@@ -185,5 +211,114 @@ def test_provider_choice():
     assert names == gpu
     assert choose_providers('cuda:1', gpu)[1] == ('CUDAExecutionProvider', {'device_id': 1})
     assert choose_providers('cpu', gpu) == cpu_only
+    cuda = choose_providers('cuda:0', gpu, stream_handle=0x5EED)[1]
+    assert cuda == ('CUDAExecutionProvider', {'device_id': 0, 'user_compute_stream': str(0x5EED)})
     with pytest.raises(RuntimeError, match='needs onnxruntime-gpu'):
         choose_providers('cuda', cpu_only)
+
+
+def test_cuda_graph_capture_failure_is_logged_once_and_the_size_runs_without(random_model, monkeypatch, caplog):
+    """Defect 8: a size whose capture fails runs the plain path (same result), is logged once and never retried."""
+    feat, post, d, norm = random_model
+    m = load_matcher(d, 'onnxruntime', device='cpu', io_binding=True)
+    left, right = shifted_pair(64, 128, 8, seed=2)
+    plain = m(left, right)
+    attempts = []
+
+    class NoCapture:
+        def __init__(self):
+            attempts.append(1)
+            raise RuntimeError('operation not permitted when stream is capturing')
+    monkeypatch.setattr(torch.cuda, 'CUDAGraph', NoCapture)
+    m.cuda_graph = True           # (refused at construction for ORT; here only the fallback logic is exercised)
+    with caplog.at_level('WARNING', logger='ffs_ros.inference.network'):
+        first, second = m(left, right), m(left, right)
+    np.testing.assert_array_equal(first, plain)
+    np.testing.assert_array_equal(second, plain)
+    assert len(attempts) == 1 and m._captured[(64, 128)] is None
+    assert [r.getMessage() for r in caplog.records if 'CUDA graph capture failed' in r.getMessage()] == [
+        'CUDA graph capture failed at network size 128x64 (RuntimeError: operation not permitted when stream is '
+        'capturing); running without CUDA graphs for this size (same results, more launch overhead)']
+
+
+def test_device_runner_waits_once_per_frame(random_model, monkeypatch):
+    """Defect 12: stage times come from the clock, not from a synchronisation per stage: one wait per frame."""
+    from ffs_ros.inference.device import Device
+    feat, post, d, norm = random_model
+    m = load_matcher(d, 'onnxruntime', device='cpu', io_binding=True)
+    waits = []
+    monkeypatch.setattr(Device, 'synchronize', lambda self: waits.append(1))
+    m(*shifted_pair(64, 128, 8, seed=2))
+    assert len(waits) == 1
+    assert set(m.last_timings) == {'preprocess', 'feature', 'gwc', 'post', 'postprocess'}
+
+
+def test_bound_inputs_stay_alive_while_onnxruntime_runs(random_model, monkeypatch):
+    """Defect 14: a non-contiguous input is bound through a contiguous copy that must live until the run ends."""
+    import gc
+    import warnings
+
+    from ffs_ros.inference.onnx_backend import OrtBoundGraph
+    feat, post, d, norm = random_model
+    m = load_matcher(d, 'onnxruntime', device='cpu', io_binding=True)
+    graph = m.graphs.graphs['feature']
+    session = graph.session
+    bound = []
+
+    class CheckingBinding:
+        def __init__(self, b):
+            self.b = b
+
+        def bind_input(self, name, kind, idx, dtype, shape, ptr):
+            bound.append(ptr)
+            return self.b.bind_input(name, kind, idx, dtype, shape, ptr)
+
+        def __getattr__(self, k):
+            return getattr(self.b, k)
+
+    class CheckingSession:
+        def io_binding(self):
+            return CheckingBinding(session.io_binding())
+
+        def run_with_iobinding(self, b):
+            gc.collect()
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')      # gc.get_objects touches deprecated torch attributes
+                live = {t.data_ptr() for t in gc.get_objects() if isinstance(t, torch.Tensor)}
+            assert all(p in live for p in bound), 'a bound input was freed before the run'
+            return session.run_with_iobinding(b.b)
+
+        def __getattr__(self, k):
+            return getattr(session, k)
+    graph.session = CheckingSession()
+    x = torch.rand(1, 3, 128, 64).transpose(2, 3) * 255          # non-contiguous [1,3,64,128]
+    out = OrtBoundGraph.run(graph, {'left': x, 'right': x.clone()}, (64, 128))
+    assert len(bound) == 2 and out['features_left_04'].abs().sum() > 0
+
+
+def test_valid_window_is_in_output_image_pixels_end_to_end(matching_model):
+    """A 500x400 image through a fixed 256x128 letterbox model: the DisparityImage's valid window is the whole
+    500x400 image (the old code reported 0,0,160,128: network pixels, (x0, y0, x1, y1) form)."""
+    from ffs_ros.convert import make_camera_infos, numpy_to_image
+    from ffs_ros.pipeline import PipelineConfig, StereoPipeline, Wanted
+    from std_msgs.msg import Header
+    left, right = shifted_pair(400, 500, 16, seed=9)
+    li, ri = make_camera_infos(500, 400, 400.0, 0.1)
+    pipe = StereoPipeline(load_matcher(matching_model[2], 'onnxruntime'), PipelineConfig())
+    h = Header(frame_id='left_optical')
+    out = pipe.process(numpy_to_image(left, 'rgb8', h), numpy_to_image(right, 'rgb8', h), li, ri,
+                       Wanted(disparity=True, depth=False, cloud=False))
+    vw = out.disparity.valid_window
+    assert (vw.x_offset, vw.y_offset, vw.width, vw.height) == (0, 0, 500, 400)
+    assert pipe.matcher.info.network_size == (128, 256)
+
+
+def test_onnxruntime_tensorrt_ep_gets_an_existing_cache_folder(tmp_path, monkeypatch):
+    """Defect 10: the TensorRT EP creates only one directory level and fails otherwise: we create it first."""
+    from ffs_ros.inference.onnx_backend import choose_providers
+    monkeypatch.setenv('FFS_ROS_ENGINE_CACHE', str(tmp_path / 'a' / 'b'))
+    gpu = ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']
+    name, opts = choose_providers('cuda', gpu, stream_handle=7)[0]
+    assert name == 'TensorrtExecutionProvider' and (tmp_path / 'a' / 'b' / 'onnxruntime').is_dir()
+    assert opts['trt_engine_cache_path'] == str(tmp_path / 'a' / 'b' / 'onnxruntime')
+    assert opts['trt_timing_cache_enable'] is True and opts['user_compute_stream'] == '7'

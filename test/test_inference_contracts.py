@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ffs_ros.inference.contracts import ModelContractError, detect_model
+from ffs_ros.contract import ModelContractError, detect_model
 from ffs_ros.inference.letterbox import from_network, plan_resize, to_network
 from test_inference_models import make_single, make_two_stage
 

@@ -1,5 +1,6 @@
-"""TensorRT backend parts that need no TensorRT: messages, cache keys, shapes, binding plans, and the API calls
-made by the builder and runner (against a minimal stand-in of the documented `tensorrt` module)."""
+"""The TensorRT backend without TensorRT: messages, cache keys, shapes, binding plans, and every API call of the
+builder and runner against a stand-in as strict as the real bindings (test/trt_standin.py), with engines that
+really compute (their ONNX through ONNX Runtime on the bound buffers)."""
 import json
 import types
 
@@ -7,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from ffs_ros.contract import detect_model, graph_input_shapes, read_graph
 from ffs_ros.inference import engine_cache, load_matcher
-from ffs_ros.inference.contracts import detect_model, read_graph
-from ffs_ros.inference.tensorrt_backend import (EngineRunner, IOTensor, TensorRTUnavailable, binding_plan,
-                                                build_engine, dtype_name, engine_input_shapes, ensure_engine,
-                                                import_tensorrt)
-from test_inference_models import make_two_stage
+from ffs_ros.inference import tensorrt_build as tb
+from ffs_ros.inference import tensorrt_run as tr
+from ffs_ros.inference.tensorrt_build import TensorRTUnavailable, build_engine, ensure_engine, import_tensorrt
+from ffs_ros.inference.tensorrt_run import EngineLoadError, EngineRunner, IOTensor, binding_plan, dtype_name
+from test_inference_models import make_two_stage, shifted_pair
+from trt_standin import FakeStream, engine_bytes, make_trt
 
 
 @pytest.fixture(scope='module')
@@ -68,22 +71,25 @@ def test_cache_location_and_rebuild_rules(export, tmp_path, monkeypatch):
     path = engine_cache.cached_engine_path(export / 'feature_runner.onnx', key, tmp_path / 'c')
     assert path.name.startswith('feature_runner-fp16-') and path.suffix == '.engine'
     assert engine_cache.needs_build(path)
-    engine_cache.write_engine(path, b'bytes', key)
+    built = tmp_path / 'built.tmp'
+    built.write_bytes(b'bytes')
+    engine_cache.install_engine(built, path, key)
+    assert not built.exists() and path.read_bytes() == b'bytes'
     assert not engine_cache.needs_build(path) and engine_cache.needs_build(path, force=True)
     assert json.loads(path.with_suffix('.json').read_text())['compute_capability'] == [8, 9]
 
 
 def test_engine_input_shapes_follow_the_graphs(export, dynamic_export):
     src = detect_model(export)
-    post = engine_input_shapes(src, 'post', (64, 128))
+    post = graph_input_shapes(src, 'post', (64, 128))
     assert 'features_left_16' not in post                      # dropped from the graph -> not bound
     assert post['gwc_volume'] == (1, 8, 8, 16, 32) and post['stem_2x'] == (1, 16, 32, 64)
-    assert engine_input_shapes(src, 'feature', (64, 128)) == {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)}
+    assert graph_input_shapes(src, 'feature', (64, 128)) == {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)}
     dyn = detect_model(dynamic_export)
-    shapes = engine_input_shapes(dyn, 'post', (96, 160))
+    shapes = graph_input_shapes(dyn, 'post', (96, 160))
     assert shapes['features_left_04'] == (1, 48, 24, 40) and shapes['features_left_32'] == (1, 8, 3, 5)
-    with pytest.raises(ValueError, match='must be multiples of 32'):
-        engine_input_shapes(dyn, 'feature', (100, 160))
+    with pytest.raises(ValueError, match='must be positive multiples of 32'):
+        graph_input_shapes(dyn, 'feature', (100, 160))
 
 
 def test_binding_plan():
@@ -100,285 +106,278 @@ def test_binding_plan():
         binding_plan(io, {'left': (1, 3, 64, 128), 'gwc_volume': (1, 8, 8, 16, 32), 'features_left_16': (1,)})
 
 
-# -- a stand-in for the documented tensorrt module, recording the calls ------------------------------------------
-
-def fake_trt(calls):
-    trt = types.SimpleNamespace(__version__='10.3.0')
-    trt.Logger = type('Logger', (), {'WARNING': 2, '__init__': lambda self, level=2: None})
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE='WORKSPACE')
-    trt.BuilderFlag = types.SimpleNamespace(FP16='FP16')
-    trt.TensorIOMode = types.SimpleNamespace(INPUT='INPUT', OUTPUT='OUTPUT')
-    dt = {'float32': types.SimpleNamespace(name='FLOAT'), 'float16': types.SimpleNamespace(name='HALF')}
-
-    class Network:
-        def __init__(self):
-            self.inputs = []
-
-        num_inputs = property(lambda self: len(self.inputs))
-
-        def get_input(self, i):
-            return self.inputs[i]
-
-    class Parser:
-        def __init__(self, network, logger):
-            self.network, self.num_errors = network, 0
-
-        def parse_from_file(self, path):
-            g = read_graph(path)
-            self.network.inputs = [types.SimpleNamespace(name=t.name, shape=tuple(d if isinstance(d, int) else -1
-                                                                                  for d in t.shape))
-                                   for t in g.inputs]
-            return True
-
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            calls.setdefault('profile', {})[name] = (lo, opt, hi)
-
-    class Config:
-        def set_memory_pool_limit(self, pool, size):
-            calls['workspace'] = (pool, size)
-
-        def set_flag(self, flag):
-            calls.setdefault('flags', []).append(flag)
-
-        def add_optimization_profile(self, p):
-            calls['profiles_added'] = calls.get('profiles_added', 0) + 1
-
-        def __setattr__(self, k, v):
-            calls[k] = v
-
-        builder_optimization_level = 3
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            calls['network_flags'] = flags
-            return Network()
-
-        def create_builder_config(self):
-            return Config()
-
-        def create_optimization_profile(self):
-            return Profile()
-
-        def build_serialized_network(self, network, config):
-            return b'ENGINE:' + ','.join(t.name for t in network.inputs).encode()
-
-    class Context:
-        def __init__(self, engine):
-            self.engine = engine
-
-        def set_input_shape(self, name, shape):
-            calls.setdefault('set_input_shape', {})[name] = tuple(shape)
-            return True
-
-        def get_tensor_shape(self, name):
-            return self.engine.resolved[name]
-
-        def set_tensor_address(self, name, ptr):
-            calls.setdefault('addresses', {})[name] = ptr
-
-        def execute_async_v3(self, stream):
-            calls['executed_on'] = stream
-            return True
-
-    class Engine:
-        io = [('left', 'INPUT', 'float32', (1, 3, -1, -1)), ('disp', 'OUTPUT', 'float32', (1, 1, -1, -1))]
-        resolved = {'disp': (1, 1, 64, 128)}
-        num_io_tensors = 2
-
-        def get_tensor_name(self, i):
-            return self.io[i][0]
-
-        def _row(self, name):
-            return next(r for r in self.io if r[0] == name)
-
-        def get_tensor_mode(self, name):
-            return self._row(name)[1]
-
-        def get_tensor_dtype(self, name):
-            return dt[self._row(name)[2]]
-
-        def get_tensor_shape(self, name):
-            return self._row(name)[3]
-
-        def create_execution_context(self):
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            calls['deserialized'] = bytes(data)
-            return Engine() if data.startswith(b'ENGINE') else None
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
-    return trt
 
 
-@pytest.mark.parametrize('precision', ['fp16', 'fp32'])
-def test_build_engine_api_calls(dynamic_export, tmp_path, precision):
-    calls = {}
-    shapes = {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)}
-    out = build_engine(dynamic_export / 'feature_runner.onnx', tmp_path / 'f.engine', shapes, precision,
-                       workspace_gb=2, opt_level=5, trt=fake_trt(calls))
-    assert out.read_bytes() == b'ENGINE:left,right'
-    assert calls['workspace'] == ('WORKSPACE', 2 << 30) and calls['builder_optimization_level'] == 5
-    assert calls.get('flags', []) == (['FP16'] if precision == 'fp16' else [])
-    assert calls['profile']['left'] == ((1, 3, 64, 128),) * 3 and calls['profiles_added'] == 1
-    assert calls['network_flags'] == 0        # TensorRT 10: explicit batch is implicit
+# -- against the strict stand-in ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Engines 'on' the CPU: the GPU identity for cache keys, and CPU devices accepted by the TensorRT graphs."""
+    monkeypatch.setattr(tb, 'gpu_identity', lambda device=None: ('FakeGPU', (8, 9)))
+    monkeypatch.setattr(tr, '_require_cuda', lambda device: None)
 
 
-def test_ensure_engine_uses_prebuilt_then_cache(export, tmp_path, monkeypatch):
-    calls = {}
-    trt = fake_trt(calls)
-    monkeypatch.setattr('ffs_ros.inference.tensorrt_backend.gpu_identity', lambda device=None: ('FakeGPU', (8, 9)))
-    shapes = {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)}
+def trt_matcher(model_dir, trt, tmp_path, **options):
+    from ffs_ros.inference.network import NetworkMatcher
+    src = detect_model(model_dir)
+    common = {k: options.pop(k) for k in ('resize_mode', 'net_size') if k in options}
+    graphs = tr.tensorrt_graphs(src, device='cpu', trt=trt, stream=FakeStream(),
+                                engine_cache_dir=tmp_path / 'cache', **options)
+    return NetworkMatcher(src, graphs, **common)
+
+
+@pytest.fixture(scope='module')
+def random_export(tmp_path_factory):
+    _, _, d = make_two_stage(tmp_path_factory.mktemp('trtrand'), 64, 128, 32, use_16=False, random=True)
+    return d
+
+
+def test_whole_matcher_on_the_standin_gives_the_onnxruntime_result(random_export, tmp_path, fake_gpu):
+    """Engine cache, buffer planning and sharing, the volume written into the post engine's fp16 input, letterbox:
+    together they give the ONNX Runtime result; every enqueue is on the matcher's own (non-default) stream and
+    every engine call happens inside the matcher's device scope (defects 1, 7, 13)."""
+    trt = make_trt('10.3.0')
+    m = trt_matcher(random_export, trt, tmp_path)
+    left, right = shifted_pair(60, 120, 8, seed=3)       # padded onto 64x128
+    out = m(left, right)
+    ref = load_matcher(random_export, 'onnxruntime')(left, right)
+    np.testing.assert_allclose(out, ref, atol=0.05, equal_nan=True)
+    rec = trt.rec
+    assert len(rec['builds']) == 2 and [e[1] for e in rec['executions']] == [FakeStream.cuda_stream] * 2
+    assert {what for what, _ in rec['scopes']} >= {'parse', 'build', 'deserialize', 'context', 'execute'}
+    assert all(dev is m.device for _, dev in rec['scopes']), rec['scopes']
+    assert sorted(p.name.split('-')[0] for p in (tmp_path / 'cache').glob('*.engine')) == ['feature_runner',
+                                                                                         'post_runner']
+    feature, post = m.graphs.graphs['feature'], m.graphs.graphs['post']
+    f_bufs, p_bufs = feature._sized[(64, 128)][1], post._sized[(64, 128)][1]
+    assert 'features_left_16' in f_bufs and 'features_left_16' not in p_bufs   # dropped input: never bound
+    assert p_bufs['features_left_08'] is f_bufs['features_left_08']             # shared, no copy
+    assert m._sized[(64, 128)].volume is p_bufs['gwc_volume']                   # volume written in place ...
+    assert p_bufs['gwc_volume'].dtype == torch.float16                          # ... in the engine's dtype
+    assert set(m.last_timings) == {'preprocess', 'feature', 'gwc', 'post', 'postprocess'}
+    # one activation block shared by both contexts (USER_MANAGED), the larger need of the two
+    assert {c.strategy.name for c in rec['contexts']} == {'USER_MANAGED'}
+    assert len({ptr for _, ptr, _ in rec['device_memory']}) == 1
+    # one logger everywhere, plugins registered once before the first parse
+    assert len({id(lg) for lg in rec['loggers']}) == 1 and rec['plugin_init_calls'] == 1
+    m2 = trt_matcher(random_export, trt, tmp_path)
+    m2(left, right)
+    assert len(rec['builds']) == 2                                               # cached engines reused
+    assert len({id(lg) for lg in rec['loggers']}) == 1 and rec['plugin_init_calls'] == 1
+
+
+def test_the_standin_refuses_the_default_stream(random_export, tmp_path, fake_gpu):
+    """What the old code did (enqueue on torch's current stream = stream 0) fails loudly here."""
+    trt = make_trt('10.3.0')
+    m = trt_matcher(random_export, trt, tmp_path)
+    m.prepare((64, 128))
+    runner = m.graphs.graphs['feature']._sized[(64, 128)][0]
+    with pytest.raises(RuntimeError, match='must not be enqueued on the CUDA default stream'):
+        runner.run(0)
+    assert not runner.context.execute_async_v3(0)
+
+
+def test_prepare_builds_the_engines_before_the_first_frame(random_export, tmp_path, fake_gpu):
+    trt = make_trt('10.3.0')
+    m = trt_matcher(random_export, trt, tmp_path)
+    m.prepare((60, 120))                    # the camera's size: the network size 64x128 follows from it
+    assert len(trt.rec['builds']) == 2 and not trt.rec['executions']
+    m(*shifted_pair(60, 120, 8, seed=1))
+    assert len(trt.rec['builds']) == 2
+
+
+def test_tensorrt_11_builds_strongly_typed_from_an_fp16_onnx(export, tmp_path, fake_gpu):
+    """TensorRT 11 has no BuilderFlag.FP16 (defect 2): fp16 = strongly typed network from an fp16 copy of the ONNX
+    with fp32 inputs/outputs, cached; fp32 builds the original; 10.3 keeps the FP16 flag on a weakly typed net."""
     onnx_p = export / 'feature_runner.onnx'
-    assert ensure_engine(onnx_p, shapes, prebuilt=tmp_path / 'given.engine', trt=trt) == tmp_path / 'given.engine'
-    p1 = ensure_engine(onnx_p, shapes, cache=tmp_path / 'c', trt=trt)
-    assert p1.parent == tmp_path / 'c' and p1.read_bytes().startswith(b'ENGINE')
-    p1.write_bytes(b'ENGINE:cached')
-    assert ensure_engine(onnx_p, shapes, cache=tmp_path / 'c', trt=trt).read_bytes() == b'ENGINE:cached'
-    ensure_engine(onnx_p, shapes, cache=tmp_path / 'c', trt=trt, force=True)
-    assert p1.read_bytes() == b'ENGINE:left,right'     # force_engine_update rebuilt it
-    assert ensure_engine(onnx_p, shapes, precision='fp32', cache=tmp_path / 'c', trt=trt) != p1
+    shapes = {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)}
+    trt11 = make_trt('11.1.0')
+    assert not hasattr(trt11.BuilderFlag, 'FP16')
+    build_engine(onnx_p, tmp_path / 'a.engine', shapes, 'fp16', trt=trt11, cache=tmp_path / 'c')
+    b = trt11.rec['builds'][-1]
+    assert b['flags'] == [] and b['network_flags'] == 1 << 0          # STRONGLY_TYPED is bit 0 on 11.x
+    g = read_graph(b['path'])
+    assert b['path'] != str(onnx_p) and [t.dtype for t in g.inputs] == [np.float32, np.float32]
+    import onnx
+    inits = onnx.load(b['path']).graph.initializer
+    assert inits and all(t.data_type == onnx.TensorProto.FLOAT16 for t in inits if t.data_type in (1, 10))
+    build_engine(onnx_p, tmp_path / 'b.engine', shapes, 'fp16', trt=trt11, cache=tmp_path / 'c')
+    assert trt11.rec['builds'][-1]['path'] == b['path']                 # the conversion is cached
+    build_engine(onnx_p, tmp_path / 'c.engine', shapes, 'fp32', trt=trt11, cache=tmp_path / 'c')
+    assert trt11.rec['builds'][-1]['path'] == str(onnx_p)
+    trt10 = make_trt('10.3.0')
+    build_engine(onnx_p, tmp_path / 'd.engine', shapes, 'fp16', workspace_gb=2, opt_level=5, trt=trt10)
+    b = trt10.rec['builds'][-1]
+    assert b['flags'] == [trt10.BuilderFlag.FP16] and b['network_flags'] == 0 and b['path'] == str(onnx_p)
+    assert b['pool'] == {'WORKSPACE': 2 << 30} and b['opt_level'] == 5
 
 
-def test_runner_sets_shapes_and_binds_by_name(tmp_path):
-    calls = {}
-    trt = fake_trt(calls)
-    eng = tmp_path / 'e.engine'
-    eng.write_bytes(b'ENGINE:x')
+def test_dynamic_inputs_get_one_exact_profile(dynamic_export, tmp_path):
+    trt = make_trt('10.3.0')
+    shapes = {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)}
+    build_engine(dynamic_export / 'feature_runner.onnx', tmp_path / 'f.engine', shapes, 'fp32', trt=trt)
+    assert trt.rec['builds'][-1]['profiles'] == [{n: (s, s, s) for n, s in shapes.items()}]
+
+
+def test_a_failed_build_is_one_clear_error(export, tmp_path, fake_gpu):
+    trt = make_trt('10.3.0', fail_build=True)
+    with pytest.raises(tb.EngineBuildError, match=r'TensorRT 10\.3\.0 failed to build an engine from .*precision '
+                                                  r'fp32'):
+        ensure_engine(export / 'feature_runner.onnx', {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)},
+                      cache=tmp_path / 'c', trt=trt)
+    assert not list((tmp_path / 'c').glob('*.building*'))     # no temporary left behind
+
+
+def test_build_engine_cli_turns_every_failure_into_one_line(export, tmp_path, monkeypatch, capsys, fake_gpu):
+    from ffs_ros.cli import main
+    monkeypatch.setattr(tb, 'import_tensorrt', lambda: make_trt('10.3.0', fail_build=True))
+    assert main(['build-engine', '--model', str(export), '--cache-dir', str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('ffs-ros build-engine: error: TensorRT 10.3.0 failed to build')
+
+    def broken():           # e.g. an API this TensorRT lacks
+        raise AttributeError("type object 'tensorrt.BuilderFlag' has no attribute 'FP16'")
+    monkeypatch.setattr(tb, 'import_tensorrt', broken)
+    assert main(['build-engine', '--model', str(export)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ffs-ros build-engine: error: AttributeError: type object 'tensorrt.BuilderFlag' has no "
+                   "attribute 'FP16'"]
+    monkeypatch.setattr(tb, 'import_tensorrt', lambda: make_trt('11.1.0'))
+    assert main(['build-engine', '--model', str(export), '--cache-dir', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert 'feature: ' in out and 'post: ' in out
+
+
+def test_a_stale_prebuilt_engine_warns_once_and_falls_back_to_the_cache(random_export, tmp_path, fake_gpu,
+                                                                         caplog):
+    """An engine beside the ONNX built by another TensorRT (defect 3) must not send the user into a rebuild loop."""
+    import shutil
+    d = tmp_path / 'model'
+    shutil.copytree(random_export, d)
+    for role in ('feature_runner', 'post_runner'):
+        (d / f'{role}.engine').write_bytes(engine_bytes(d / f'{role}.onnx', '8.6.2'))   # e.g. JetPack 6.0
+    trt = make_trt('10.3.0')
+    tr._WARNED.clear()
+    with caplog.at_level('WARNING', logger='ffs_ros.tensorrt'):
+        m = trt_matcher(d, trt, tmp_path)
+        out = m(*shifted_pair(64, 128, 8, seed=2))
+        trt_matcher(d, trt, tmp_path)(*shifted_pair(64, 128, 8, seed=2))
+    warnings = [r.getMessage() for r in caplog.records if 'prebuilt engine' in r.getMessage()]
+    assert len(warnings) == 2                      # once per file, not per matcher or frame
+    assert 'feature_runner.engine is not usable with TensorRT 10.3.0' in warnings[0]
+    assert np.isfinite(out).mean() > 0.5 and len(trt.rec['builds']) == 2
+    # a prebuilt engine of this TensorRT is used as it is (no build)
+    for role in ('feature_runner', 'post_runner'):
+        (d / f'{role}.engine').write_bytes(engine_bytes(d / f'{role}.onnx', '10.3.0'))
+    trt2 = make_trt('10.3.0')
+    trt_matcher(d, trt2, tmp_path / 'other')(*shifted_pair(64, 128, 8, seed=2))
+    assert trt2.rec['builds'] == []
+
+
+def test_engine_runner_checks_what_tensorrt_reports_by_return_value(export, tmp_path, fake_gpu):
+    """None contexts, refused addresses and vectorised formats become clear errors (defect 6)."""
+    from ffs_ros.inference.device import Device
+    onnx_p = export / 'feature_runner.onnx'
+    eng = tmp_path / 'f.engine'
+    eng.write_bytes(engine_bytes(onnx_p, '10.3.0'))
+    dev = Device('cpu')
+    trt = make_trt('10.3.0', fail_context=True)
+    tb.init_tensorrt(trt)
+    with pytest.raises(RuntimeError, match='could not create an execution context .*out of GPU memory'):
+        EngineRunner(eng, trt, tr.SharedActivationMemory(dev))
+    trt = make_trt('10.3.0', non_linear='left')
+    tb.init_tensorrt(trt)
+    with pytest.raises(EngineLoadError, match="tensor 'left' uses the 'Thirty-two wide .* layout.*linear"):
+        EngineRunner(eng, trt)
+    trt = make_trt('10.3.0', reject_address='stem_2x')
+    tb.init_tensorrt(trt)
     r = EngineRunner(eng, trt)
-    outs = r.prepare({'left': (1, 3, 64, 128)})
-    assert calls['set_input_shape'] == {'left': (1, 3, 64, 128)} and outs == {'disp': ((1, 1, 64, 128), 'float32')}
-    left, disp = torch.zeros(1, 3, 64, 128), torch.zeros(1, 1, 64, 128)
-    r.bind({'left': left, 'disp': disp})
-    assert calls['addresses'] == {'left': left.data_ptr(), 'disp': disp.data_ptr()}
-    with pytest.raises(ValueError, match="buffer for 'left' is torch.float16, the engine wants float32"):
-        r.bind({'left': left.half(), 'disp': disp})
-    r.run(1234)
-    assert calls['executed_on'] == 1234
+    outs = r.prepare({'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)})
+    bufs = {'left': torch.zeros(1, 3, 64, 128), 'right': torch.zeros(1, 3, 64, 128)}
+    bufs.update({n: torch.zeros(s) for n, (s, _) in outs.items()})
+    with pytest.raises(RuntimeError, match="refused the address of 'stem_2x'"):
+        r.bind(bufs)
+    with pytest.raises(ValueError, match="buffer for 'right' is torch.float16, the engine wants float32"):
+        r.bind({**bufs, 'right': bufs['right'].half()})
     eng.write_bytes(b'junk')
-    with pytest.raises(RuntimeError, match='is not an engine for this TensorRT/GPU .*rebuild'):
+    with pytest.raises(EngineLoadError, match=r'cannot be loaded by TensorRT 10\.3\.0'):
         EngineRunner(eng, trt)
     assert dtype_name(types.SimpleNamespace(name='HALF')) == 'float16'
     assert np.dtype(dtype_name(types.SimpleNamespace(name='INT32'))) == np.int32
 
 
-# -- the whole TensorRT matcher, simulated on CPU: engines "built" from the ONNX run it with ONNX Runtime ---------
-
-def simulated_trt(calls, registry):
-    """A stand-in whose engines execute their ONNX with ONNX Runtime, reading/writing the bound buffers."""
-    import onnxruntime as ort
-    trt = fake_trt(calls)
-    np_to_trt = {'float32': 'FLOAT', 'float16': 'HALF'}
-
-    class Builder(trt.Builder):
-        def build_serialized_network(self, network, config):
-            calls['builds'] = calls.get('builds', 0) + 1
-            return b'ENGINE:' + calls['parsed'].encode()
-
-    class Parser(trt.OnnxParser):
-        def parse_from_file(self, path):
-            calls['parsed'] = str(path)
-            return super().parse_from_file(path)
-
-    class Context:
-        def __init__(self, engine):
-            self.engine, self.addr, self.shapes = engine, {}, {}
-
-        def set_input_shape(self, name, shape):
-            self.shapes[name] = tuple(shape)
-            return True
-
-        def get_tensor_shape(self, name):
-            feeds = {t.name: np.zeros(self.shapes.get(t.name, t.shape), t.dtype) for t in self.engine.graph.inputs}
-            out = self.engine.session.run([name], feeds)[0]
-            return out.shape
-
-        def set_tensor_address(self, name, ptr):
-            self.addr[name] = ptr
-
-        def execute_async_v3(self, stream):
-            feeds = {t.name: registry[self.addr[t.name]].cpu().numpy() for t in self.engine.graph.inputs}
-            names = [t.name for t in self.engine.graph.outputs]
-            for n, v in zip(names, self.engine.session.run(names, feeds)):
-                registry[self.addr[n]].copy_(torch.from_numpy(v))
-            calls['executions'] = calls.get('executions', 0) + 1
-            return True
-
-    class Engine:
-        def __init__(self, path):
-            self.graph = read_graph(path)
-            self.session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-            self.io = [t for t in self.graph.inputs] + [t for t in self.graph.outputs]
-            self.num_io_tensors = len(self.io)
-
-        def get_tensor_name(self, i):
-            return self.io[i].name
-
-        def get_tensor_mode(self, name):
-            return 'INPUT' if self.graph.input(name) is not None else 'OUTPUT'
-
-        def get_tensor_dtype(self, name):
-            t = self.graph.input(name) or self.graph.output(name)
-            return types.SimpleNamespace(name=np_to_trt[t.dtype.name])
-
-        def get_tensor_shape(self, name):
-            t = self.graph.input(name) or self.graph.output(name)
-            return tuple(d if isinstance(d, int) else -1 for d in t.shape)
-
-        def create_execution_context(self):
-            return Context(self)
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return Engine(bytes(data)[len(b'ENGINE:'):].decode())
-
-    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
-    return trt
+def test_one_logger_routed_to_python_logging(caplog):
+    trt = make_trt('11.1.0')
+    lg = tb.trt_logger(trt)
+    assert tb.trt_logger(trt) is lg and tb.trt_runtime(trt) is tb.trt_runtime(trt)
+    with caplog.at_level('WARNING', logger='ffs_ros.tensorrt'):
+        lg.log(trt.ILogger.Severity.ERROR, 'engine deserialization failed')
+    assert caplog.records[-1].levelname == 'ERROR' and 'TensorRT: engine deserialization failed' in caplog.text
 
 
-def test_tensorrt_matcher_pipeline_simulated_on_cpu(tmp_path, monkeypatch):
-    """Engine cache, buffer planning/sharing, the volume between the engines and the letterbox all work together
-    and give the ONNX Runtime result (engines simulated; the real ones need a GPU)."""
-    from ffs_ros.inference import tensorrt_backend as tb
-    from ffs_ros.inference.tensorrt_backend import TensorRTMatcher
-    from test_inference_models import shifted_pair
-    _, _, d = make_two_stage(tmp_path / 'm', 64, 128, 32, use_16=False, random=True)
-    calls, registry = {}, {}
-    trt = simulated_trt(calls, registry)
-    monkeypatch.setattr(tb, '_require_cuda', lambda device: None)
-    monkeypatch.setattr(tb, 'gpu_identity', lambda device=None: ('FakeGPU', (8, 9)))
-    bind = EngineRunner.bind
+def make_plugin_export(path):
+    """A tiny single-graph export with an FFSGWCVolume node (as the fork's make_plugin_onnx writes)."""
+    import onnx
+    from onnx import TensorProto, helper
+    left = helper.make_tensor_value_info('left', TensorProto.FLOAT, [1, 3, 64, 128])
+    right = helper.make_tensor_value_info('right', TensorProto.FLOAT, [1, 3, 64, 128])
+    disp = helper.make_tensor_value_info('disp', TensorProto.FLOAT, [1, 1, 64, 128])
+    nodes = [helper.make_node('FFSGWCVolume', ['left', 'right'], ['vol'], max_disp=8, cv_group=1, normalize=1),
+             helper.make_node('ReduceMean', ['vol'], ['disp'], axes=[1], keepdims=1)]
+    graph = helper.make_graph(nodes, 'ffs_plugin', [left, right], [disp])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    return path
 
-    def registering_bind(self, tensors):
-        registry.update({t.data_ptr(): t for t in tensors.values()})
-        bind(self, tensors)
-    monkeypatch.setattr(EngineRunner, 'bind', registering_bind)
-    src = detect_model(d)
-    m = TensorRTMatcher(src, device='cpu', trt=trt, engine_cache_dir=tmp_path / 'cache')
-    left, right = shifted_pair(60, 120, 8, seed=3)       # padded onto 64x128
-    out = m(left, right)
-    ref = load_matcher(d, 'onnxruntime')(left, right)
-    np.testing.assert_allclose(out, ref, atol=0.05, equal_nan=True)
-    assert calls['builds'] == 2 and calls['executions'] == 2
-    assert sorted(p.name.split('-')[0] for p in (tmp_path / 'cache').glob('*.engine')) == ['feature_runner',
-                                                                                         'post_runner']
-    _, (f_runner, p_runner, plan), (f_bufs, p_bufs) = m._sized[(64, 128)]
-    assert 'features_left_16' in f_bufs and 'features_left_16' not in p_bufs   # dropped input: never bound
-    assert p_bufs['features_left_08'] is f_bufs['features_left_08']             # shared, no copy
-    assert p_bufs['gwc_volume'].dtype == torch.float16
-    assert set(m.last_timings) == {'preprocess', 'feature', 'gwc', 'post', 'postprocess'}
-    m2 = TensorRTMatcher(src, device='cpu', trt=trt, engine_cache_dir=tmp_path / 'cache')
-    m2(left, right)
-    assert calls['builds'] == 2                                                   # cached engines reused
+
+def test_plugin_export_is_its_own_contract_and_needs_its_library(tmp_path, monkeypatch, fake_gpu):
+    """Defect 4: the FFSGWCVolume export is recognised, refused by ONNX Runtime, and on TensorRT needs
+    plugin_library, which is loaded (RTLD_GLOBAL) before init_libnvinfer_plugins and any parse."""
+    p = make_plugin_export(tmp_path / 'ffs_plugin.onnx')
+    src = detect_model(p)
+    assert src.kind == 'plugin' and src.network_size == (64, 128) and src.roles == ('single',)
+    with pytest.raises(ValueError, match='needs TensorRT with its plugin library'):
+        load_matcher(p, 'onnxruntime')
+    trt = make_trt('10.3.0')
+    with pytest.raises(ValueError, match="uses the TensorRT plugin 'FFSGWCVolume' .* no plugin_library was given"):
+        tr.tensorrt_graphs(src, device='cpu', trt=trt, stream=FakeStream())
+    lib = tmp_path / 'libffs_gwc_plugin.so'
+    lib.write_bytes(b'')
+    loaded = []
+
+    def fake_cdll(path, mode=0):
+        loaded.append((path, mode))
+        trt.rec['creators'].add(('FFSGWCVolume', '1', ''))   # REGISTER_TENSORRT_PLUGIN at load time
+        return object()
+    monkeypatch.setattr(tb.ctypes, 'CDLL', fake_cdll)
+    graphs = tr.tensorrt_graphs(src, device='cpu', trt=trt, stream=FakeStream(), plugin_library=str(lib))
+    assert loaded == [(str(lib), tb.ctypes.RTLD_GLOBAL)] and graphs.details['plugin_library'] == str(lib)
+    tr.tensorrt_graphs(src, device='cpu', trt=trt, stream=FakeStream(), plugin_library=str(lib))
+    assert len(loaded) == 1                         # each library once per process
+    with pytest.raises(ValueError, match='plugin_library .*missing.so does not exist'):
+        tb.init_tensorrt(trt, str(tmp_path / 'missing.so'))
+
+
+def test_engine_temporaries_are_unique_per_builder(export, tmp_path, monkeypatch, fake_gpu):
+    """Two nodes starting together never write the same temporary (defect 11): each build writes its own file,
+    then one atomic rename."""
+    import threading
+    trt = make_trt('10.3.0')
+    seen = []
+    real = tb.build_engine
+
+    def recording(onnx_path, out_path, *a, **k):
+        seen.append(str(out_path))
+        return real(onnx_path, out_path, *a, **k)
+    monkeypatch.setattr(tb, 'build_engine', recording)
+    shapes = {'left': (1, 3, 64, 128), 'right': (1, 3, 64, 128)}
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_engine(
+        export / 'feature_runner.onnx', shapes, cache=tmp_path / 'c', trt=trt, force=True))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 2 and all(f'building-{__import__("os").getpid()}-' in s for s in seen)
+    assert len(set(results)) == 1 and results[0].read_bytes().startswith(b'ENGINE')
+    assert not list((tmp_path / 'c').glob('*.building*'))
+    assert list((tmp_path / 'c').glob('timing-*.cache'))          # the timing cache is kept beside the engines

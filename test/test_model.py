@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffs_ros.inference.gwc import gwc_volume_torch
+from ffs_ros.contract.gwc import gwc_volume_torch
 from ffs_ros.model import FEATURE_NAMES, build_model, load_model
 from ffs_ros.model.lookup import lookup_last
 from ffs_ros.model.volume import shifted_stack

@@ -55,7 +55,7 @@ def test_torch_checkpoint_matches_onnx_export():
     import torch
     import yaml
 
-    from ffs_ros.inference.gwc import gwc_volume_numpy
+    from ffs_ros.contract.gwc import gwc_volume_numpy
     from ffs_ros.model import load_model
     model = load_model(MODELS / 'ffs_small.pt')
     cfg = yaml.safe_load((MODELS / 'onnx.yaml').read_text())

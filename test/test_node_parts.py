@@ -204,10 +204,32 @@ def test_matcher_options_pass_only_what_the_backend_takes():
     assert P.matcher_options({**base, 'backend': 'sgbm', 'max_disparity': 100.0}) == {'max_disparity': 100}
     opts = P.matcher_options({**base, 'backend': 'onnxruntime', 'threads': 2, 'net_width': 640,
                               'net_height': 480, 'resize_mode': 'stretch'})
-    assert opts == {'max_disparity': 256, 'threads': 2, 'net_size': (480, 640), 'resize_mode': 'stretch'}
+    assert opts == {'threads': 2, 'net_size': (480, 640), 'resize_mode': 'stretch'}   # max_disparity: sgbm's
     assert P.matcher_options({**base, 'backend': 'tensorrt', 'precision': 'fp32',
                               'force_engine_update': True})['precision'] == 'fp32'
     with pytest.raises(P.ParamError, match='precision applies to backend tensorrt'):
         P.matcher_options({**base, 'backend': 'onnxruntime', 'precision': 'fp32'})
     with pytest.raises(P.ParamError, match='net_width and net_height together'):
         P.validate({**base, 'net_width': 640})
+
+
+def test_stereo_yaml_is_generated_from_the_parameter_table():
+    """config/stereo.yaml cannot drift from SPECS (regenerate: python -m ffs_ros.node.params > config/stereo.yaml)."""
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / 'config' / 'stereo.yaml'
+    assert path.read_text() == P.render_yaml()
+
+
+def test_matcher_parameters_come_from_the_backend_option_table():
+    """Every backend option with a node parameter is a parameter; a parameter for another backend is refused, and
+    parameters left at their default are not passed (the backend's own default applies)."""
+    from ffs_ros.inference.options import OPTIONS
+    names = {s.name for s in P.SPECS}
+    assert {o.param for o in OPTIONS if o.param} <= names
+    assert P.matcher_options({'backend': 'tensorrt'}) == {}
+    opts = P.matcher_options({'backend': 'tensorrt', 'plugin_library': '/x/libffs_gwc_plugin.so', 'cuda_graph': True,
+                              'precision': 'fp32'})
+    assert opts == {'plugin_library': '/x/libffs_gwc_plugin.so', 'cuda_graph': True, 'precision': 'fp32'}
+    assert P.matcher_options({'backend': 'sgbm', 'max_disparity': 64.0}) == {'max_disparity': 64}
+    with pytest.raises(P.ParamError, match="plugin_library applies to backend tensorrt, not 'onnxruntime'"):
+        P.matcher_options({'backend': 'onnxruntime', 'plugin_library': '/x.so'})

@@ -19,13 +19,13 @@ class FakeMatcher(StereoMatcher):
     def __init__(self, disparity, extra=None, stages=None):
         super().__init__()
         self.disparity = np.asarray(disparity, np.float32)
-        self.extra = extra or {}
+        self.info_fields = extra or {}
         self.stages = stages or {}
         self.calls = []
 
     @property
     def info(self):
-        return MatcherInfo(backend='fake', extra=self.extra)
+        return MatcherInfo(backend='fake', **self.info_fields)
 
     def match(self, left, right):
         assert left.flags.c_contiguous and right.flags.c_contiguous
@@ -94,6 +94,9 @@ def test_matcher_reported_delta_d_and_valid_window():
     assert out.disparity.delta_d == 0.25
     vw = out.disparity.valid_window
     assert (vw.x_offset, vw.y_offset, vw.width, vw.height) == (4, 2, 80, 60)
+    out, _, _ = _run(extra={'valid_window': (10, 0, 500, 60)})      # clipped to the image
+    vw = out.disparity.valid_window
+    assert (vw.x_offset, vw.y_offset, vw.width, vw.height) == (10, 0, W - 10, 60)
 
 
 def test_outputs_carry_the_left_header():

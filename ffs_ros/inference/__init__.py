@@ -1,21 +1,26 @@
-"""Stereo matching backends behind one interface: `load_matcher(...)` -> StereoMatcher."""
+"""Stereo matching behind one interface: ``load_matcher(...)`` -> StereoMatcher.
+
+All backend policy lives here: which backend ``auto`` picks, the fall-back to SGBM while no model is installed,
+which options a backend takes (:mod:`.options`). Backends only say how a graph runs; the matcher around them is
+:class:`~.network.NetworkMatcher` (plus :class:`~.sgbm.SGBMMatcher`, the model-free baseline).
+"""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .base import MatcherInfo, StereoMatcher
+from .options import BACKENDS, NETWORK_BACKENDS, OPTIONS, check_options, options_for
 
-BACKENDS = ('auto', 'sgbm', 'onnxruntime', 'torch', 'tensorrt')
+log = logging.getLogger(__name__)
 
-# Options every network backend understands (resolution handling; see letterbox.py).
-COMMON_OPTIONS = ('resize_mode', 'allow_upscale', 'net_size', 'remove_invisible')
-BACKEND_OPTIONS = {
-    'onnxruntime': ('threads', 'gwc_threads', 'io_binding', 'cuda_graph'),
-    'torch': ('fp16', 'cuda_graph', 'sync_timings', 'threads'),
-    'tensorrt': ('precision', 'workspace_gb', 'opt_level', 'force_engine_update', 'engine_cache_dir',
-                 'cuda_graph', 'sync_timings'),
-}
-SGBM_OPTIONS = ('max_disparity', 'block_size')
+# What 'auto' falls back to while no model is installed (keeps the node usable on a CPU).
+AUTO_FALLBACK_BACKEND = 'sgbm'
+_SGBM_ONLY = ('max_disparity', 'block_size')
+
+
+class NoModelInstalled(ValueError):
+    """No model was given and none is installed."""
 
 
 def resolve_model_path(model) -> Path:
@@ -25,19 +30,21 @@ def resolve_model_path(model) -> Path:
     from ffs_ros.paths import default_model_dir
     d = default_model_dir()
     if not d.is_dir() or not any(p.suffix in ('.onnx', '.pt', '.pth') for p in d.iterdir()):
-        raise ValueError(f'no default model is installed at {d}; pass a model (a Fast-FoundationStereo export '
-                         f'directory with feature_runner.onnx + post_runner.onnx, a single .onnx, or an ffs_ros .pt) '
-                         f'or use backend sgbm')
+        raise NoModelInstalled(f'no default model is installed at {d}; pass a model (a Fast-FoundationStereo export '
+                               f'directory with feature_runner.onnx + post_runner.onnx, a single .onnx, or an ffs_ros '
+                               f'.pt) or use backend sgbm')
     return d
 
 
 def choose_backend(source, cuda_torch: bool | None = None, trt_ok: bool | None = None) -> str:
     """'auto' policy: tensorrt if importable with CUDA (ONNX models), else torch/CUDA for our own checkpoint, else
     onnxruntime (ONNX), else torch on CPU (checkpoint only)."""
-    has_onnx = source.kind in ('two_stage', 'single')
+    has_onnx = source.kind in ('two_stage', 'single', 'plugin')
     if trt_ok is None:
-        from .tensorrt_backend import tensorrt_usable
+        from .tensorrt_build import tensorrt_usable
         trt_ok = tensorrt_usable() if has_onnx else False
+    if source.kind == 'plugin':
+        return 'tensorrt'
     if cuda_torch is None:
         try:
             import torch
@@ -56,35 +63,46 @@ def choose_backend(source, cuda_torch: bool | None = None, trt_ok: bool | None =
 def load_matcher(model=None, backend: str = 'auto', device=None, **options) -> StereoMatcher:
     """Return a StereoMatcher for `model` on `backend`.
 
-    model: a model directory or file (see contracts.py), or None for the shipped default model.
-    backend: 'auto', 'sgbm' (needs no model), 'onnxruntime', 'torch' or 'tensorrt'.
+    model: a model directory or file (see ffs_ros.contract), or None for the shipped default model.
+    backend: 'auto', 'sgbm' (needs no model), 'onnxruntime', 'torch' or 'tensorrt'. 'auto' with no model given and
+    none installed falls back to sgbm (logged); every other failure raises.
     device: None (best available), 'cpu', 'cuda', 'cuda:N'.
-    options: resize_mode ('letterbox' | 'stretch'), allow_upscale, net_size (H, W), remove_invisible, and the
-    backend's own (BACKEND_OPTIONS). Raises ValueError / RuntimeError with a message naming what to change.
+    options: see ffs_ros.inference.options (resize_mode, net_size, cuda_graph, precision, plugin_library, ...).
+    Raises ValueError / RuntimeError with a message naming what to change.
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}; choose one of {", ".join(BACKENDS)}')
+    if backend == 'auto' and model in (None, ''):
+        try:
+            resolve_model_path(None)
+        except NoModelInstalled as exc:
+            log.warning("backend 'auto': %s; using '%s'", exc, AUTO_FALLBACK_BACKEND)
+            backend = AUTO_FALLBACK_BACKEND
+            options = {k: v for k, v in options.items() if k in _SGBM_ONLY}
     if backend == 'sgbm':
         from .sgbm import SGBMMatcher
-        kwargs = {k: options[k] for k in SGBM_OPTIONS if k in options}
-        return SGBMMatcher(**kwargs)
-    from .contracts import detect_model
+        return SGBMMatcher(**check_options('sgbm', options))
+    from ..contract import detect_model
     source = detect_model(resolve_model_path(model))
     if backend == 'auto':
         backend = choose_backend(source)
-    allowed = COMMON_OPTIONS + BACKEND_OPTIONS[backend]
-    unknown = sorted(k for k in options if k not in allowed and k not in SGBM_OPTIONS)
-    if unknown:
-        raise ValueError(f'unknown option(s) {unknown} for backend {backend}; allowed: {", ".join(allowed)}')
-    kwargs = {k: v for k, v in options.items() if k in allowed}
+    options = check_options(backend, {k: v for k, v in options.items() if k not in _SGBM_ONLY})
+    common = {k: options.pop(k) for k in ('resize_mode', 'net_size', 'allow_upscale', 'remove_invisible',
+                                          'cuda_graph') if k in options}
     if backend == 'onnxruntime':
-        from .onnx_backend import build_ort_matcher
-        return build_ort_matcher(source, device=device, **kwargs)
-    if backend == 'torch':
-        from .torch_backend import TorchMatcher
-        return TorchMatcher(source, device=device, **kwargs)
-    from .tensorrt_backend import TensorRTMatcher
-    return TensorRTMatcher(source, device=device, **kwargs)
+        from .onnx_backend import ort_graphs
+        graphs = ort_graphs(source, device=device, **options)
+    elif backend == 'torch':
+        from .torch_backend import torch_graphs
+        graphs = torch_graphs(source, device=device, **options)
+    else:
+        from .tensorrt_run import tensorrt_graphs
+        if not options.get('workspace_gb'):
+            options.pop('workspace_gb', None)
+        graphs = tensorrt_graphs(source, device=device, **options)
+    from .network import NetworkMatcher
+    return NetworkMatcher(source, graphs, **common)
 
 
-__all__ = ['BACKENDS', 'MatcherInfo', 'StereoMatcher', 'choose_backend', 'load_matcher', 'resolve_model_path']
+__all__ = ['AUTO_FALLBACK_BACKEND', 'BACKENDS', 'MatcherInfo', 'NETWORK_BACKENDS', 'NoModelInstalled', 'OPTIONS',
+           'StereoMatcher', 'choose_backend', 'load_matcher', 'options_for', 'resolve_model_path']

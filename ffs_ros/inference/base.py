@@ -1,4 +1,4 @@
-"""The one interface every stereo backend implements."""
+"""The one interface every stereo backend implements, and what a matcher reports about itself."""
 from __future__ import annotations
 
 import abc
@@ -6,15 +6,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Nominal sub-pixel resolution of a disparity (px): SGBM's exact 1/16 step; networks regress continuous values.
+DEFAULT_DELTA_D = 1.0 / 16.0
 
-@dataclass
+
+@dataclass(frozen=True)
 class MatcherInfo:
-    """What a matcher reports for diagnostics and tools."""
-    backend: str                 # 'sgbm', 'onnxruntime', 'torch', 'tensorrt'
-    device: str = 'cpu'          # 'cpu', 'cuda:0', ...
-    model: str = ''              # model path or description
-    resolution: tuple[int, int] | None = None  # network (H, W); None = any size
-    extra: dict = field(default_factory=dict)
+    """What a matcher reports for diagnostics, DisparityImage fields and tools.
+
+    network_size: (H, W) the network runs at (None: any size / no network).
+    valid_window: (x, y, width, height) of the region of the *output image* (input resolution) where the matcher
+    can produce disparities, for the last input size seen (None before the first frame: the whole image).
+    max_disparity: the largest disparity the matcher searches, in output-image pixels (None: unknown).
+    delta_d: the smallest disparity step it resolves (px).
+    """
+    backend: str                                  # 'sgbm', 'onnxruntime', 'torch', 'tensorrt'
+    device: str = 'cpu'                           # 'cpu', 'cuda:0', ...
+    model: str = ''                               # model path or description
+    network_size: tuple[int, int] | None = None
+    valid_window: tuple[int, int, int, int] | None = None
+    max_disparity: float | None = None
+    delta_d: float = DEFAULT_DELTA_D
+    extra: dict = field(default_factory=dict)     # backend details (precision, resize mode, ...)
 
 
 class StereoMatcher(abc.ABC):
@@ -31,11 +44,16 @@ class StereoMatcher(abc.ABC):
     @property
     @abc.abstractmethod
     def info(self) -> MatcherInfo:
-        """Backend, device, model and network resolution."""
+        """Backend, device, model, network size, valid window."""
 
     @abc.abstractmethod
     def match(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Compute the disparity of `left` against `right` (both HxWx3 uint8 RGB)."""
+
+    def prepare(self, in_hw: tuple[int, int]) -> None:
+        """Get ready for inputs of size (H, W) (e.g. build TensorRT engines) so the first frame does not wait.
+
+        Optional; matchers with nothing to prepare do nothing. May take minutes (engine builds)."""
 
     def close(self) -> None:
         """Release device resources (optional)."""

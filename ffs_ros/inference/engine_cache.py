@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,12 +75,21 @@ def needs_build(engine_path, force: bool = False) -> bool:
     return force or not p.is_file() or p.stat().st_size == 0
 
 
-def write_engine(engine_path, data: bytes, key: EngineKey) -> Path:
-    """Atomically write engine bytes plus a JSON sidecar describing the key (for humans and tooling)."""
+def install_engine(built, engine_path, key: EngineKey) -> Path:
+    """Atomically move a freshly built engine file (a name unique to its builder) into place, plus a JSON sidecar
+    describing the key (for humans and tooling). Two processes building the same key both succeed; the last
+    rename wins, and both files are the same engine."""
     p = Path(engine_path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + f'.tmp{os.getpid()}')
-    tmp.write_bytes(bytes(data))
-    os.replace(tmp, p)
-    p.with_suffix('.json').write_text(json.dumps(asdict(key), indent=1, default=list) + '\n')
+    os.replace(built, p)
+    side = p.with_suffix('.json')
+    tmp = side.with_name(f'{side.name}.{os.getpid()}-{threading.get_ident()}.tmp')
+    tmp.write_text(json.dumps(asdict(key), indent=1, default=list) + '\n')
+    os.replace(tmp, side)
     return p
+
+
+def timing_cache_path(directory, trt_version: str, gpu_name: str, compute_capability) -> Path:
+    """The TensorRT timing cache for one TensorRT version and GPU, beside the engines."""
+    tag = hashlib.sha256(f'{trt_version}|{gpu_name}|{tuple(compute_capability)}'.encode()).hexdigest()[:16]
+    return Path(directory or cache_dir()) / f'timing-{tag}.cache'

@@ -1,22 +1,26 @@
-"""ONNX Runtime backend for the two-stage and single-engine contracts.
+"""ONNX Runtime: how a graph runs (host numpy buffers, or I/O binding onto torch device tensors).
 
-CPU: the CPU execution provider with intra-op threads = cores; host numpy pipeline; the correlation volume by
-:func:`gwc_volume_numpy` written straight into a preallocated buffer of the dtype the post graph declares.
-GPU (onnxruntime-gpu with the CUDA or TensorRT execution provider): I/O binding to torch CUDA buffers so features and
-the volume never leave the device (GWC by :func:`gwc_volume_tensor`), one upload and one download per frame.
+CPU: the CPU execution provider, intra-op threads = cores, numpy in and out (the host runner of
+:class:`~.network.NetworkMatcher`). GPU (onnxruntime-gpu, CUDA or TensorRT execution provider): I/O binding onto
+torch CUDA tensors so features and the volume never leave the device (the device runner), with the matcher's own
+stream given to ONNX Runtime as its compute stream. CUDA graphs are refused with this backend: ONNX Runtime runs on
+its own terms inside ``Run()`` (it synchronises at the end) and cannot be captured from outside.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
-from .contracts import GWC_INPUT, GWC_SOURCES, SINGLE_INPUTS, SINGLE_OUTPUT, ModelSource
-from .device_pipeline import DevicePipelineMatcher
-from .gwc import gwc_volume_numpy, gwc_volume_tensor
-from .two_stage import NetworkMatcher, feature_output_shapes, stage_plan, timed
+from ..contract import ModelSource, feature_output_shapes
+from .device import Device
+from .network import Graphs
 
 GPU_PROVIDERS = ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
+CUDA_GRAPH_REFUSAL = ('cuda_graph does not work with backend onnxruntime: ONNX Runtime synchronises and runs on its '
+                      'own terms inside Run(), so its kernels cannot be captured from outside. Use backend tensorrt '
+                      'or torch for CUDA graphs, or drop cuda_graph')
 
 
 def import_ort():
@@ -28,11 +32,17 @@ def import_ort():
     return ort
 
 
-def choose_providers(device, available, fp16: bool = True) -> list:
+def ort_engine_cache_dir() -> Path:
+    from .engine_cache import cache_dir
+    return cache_dir() / 'onnxruntime'
+
+
+def choose_providers(device, available, fp16: bool = True, stream_handle: int = 0) -> list:
     """Execution providers for `device` ('cpu', 'cuda', 'cuda:N' or None = best available).
 
-    With onnxruntime-gpu: TensorRT EP first when present (fp16, engine cache under the ffs_ros engine cache), then
-    the CUDA EP, then CPU for any leftover node.
+    With onnxruntime-gpu: TensorRT EP first when present (fp16, engine and timing caches under the ffs_ros engine
+    cache, which is created here: the EP creates only one directory level and fails otherwise), then the CUDA EP,
+    then CPU for any leftover node. A non-zero `stream_handle` becomes both EPs' ``user_compute_stream``.
     """
     available = list(available)
     dev = (device or 'auto').lower()
@@ -44,13 +54,16 @@ def choose_providers(device, available, fp16: bool = True) -> list:
     if 'CUDAExecutionProvider' not in available:
         return ['CPUExecutionProvider']
     idx = int(dev.split(':')[1]) if ':' in dev else 0
+    stream = {'user_compute_stream': str(int(stream_handle))} if stream_handle else {}
     providers = []
     if 'TensorrtExecutionProvider' in available:
-        from .engine_cache import cache_dir
+        cache = ort_engine_cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
         providers.append(('TensorrtExecutionProvider', {
             'device_id': idx, 'trt_fp16_enable': bool(fp16), 'trt_engine_cache_enable': True,
-            'trt_engine_cache_path': str(cache_dir() / 'onnxruntime')}))
-    providers += [('CUDAExecutionProvider', {'device_id': idx}), 'CPUExecutionProvider']
+            'trt_engine_cache_path': str(cache), 'trt_timing_cache_enable': True,
+            'trt_timing_cache_path': str(cache), **stream}))
+    providers += [('CUDAExecutionProvider', {'device_id': idx, **stream}), 'CPUExecutionProvider']
     return providers
 
 
@@ -72,139 +85,69 @@ def _uses_gpu(providers) -> bool:
     return any((p[0] if isinstance(p, tuple) else p) in GPU_PROVIDERS for p in providers)
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# CPU (host numpy) matchers
+class OrtHostGraph:
+    """One ONNX graph on host (numpy) buffers."""
 
-class OrtTwoStageMatcher(NetworkMatcher):
-    """Two-stage contract on ONNX Runtime with host buffers (the CPU path)."""
+    def __init__(self, session) -> None:
+        self.session = session
+        self.names = [o.name for o in session.get_outputs()]
 
-    def __init__(self, source: ModelSource, providers=None, threads=None, gwc_threads=None, **options) -> None:
-        super().__init__(source, **options)
-        ort = import_ort()
-        self.providers = providers or ['CPUExecutionProvider']
-        self.feature = make_session(source.feature.path, self.providers, threads)
-        self.post = make_session(source.post.path, self.providers, threads)
-        self.gwc_threads = gwc_threads
-        self._backend = 'onnxruntime'
-        self._device = 'cpu'
-        self._vol: dict = {}
-        self._plan_cache: dict = {}
-        self._ort_version = ort.__version__
-
-    def _network(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        t = self.last_timings
-        net_hw = left.shape[2:]
-        plan = self._plan_cache.get(net_hw) or self._plan_cache.setdefault(net_hw, stage_plan(self.source, net_hw))
-        with timed(t, 'feature'):
-            names = [o.name for o in self.feature.get_outputs()]
-            feats = dict(zip(names, self.feature.run(None, {'left': left, 'right': right})))
-        with timed(t, 'gwc'):
-            vol = self._vol.get(net_hw)
-            if vol is None:
-                vol = self._vol[net_hw] = np.empty(plan.gwc_shape, plan.gwc_dtype)
-            gwc_volume_numpy(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups,
-                             plan.num_disparities, plan.normalize, out=vol, threads=self.gwc_threads)
-            feeds = {n: feats[n].astype(dt, copy=False) for n, dt in plan.post_feeds.items()}
-            feeds[GWC_INPUT] = vol
-        with timed(t, 'post'):
-            disp = self.post.run([plan.post_output], feeds)[0]
-        return disp[0, 0]
-
-
-class OrtSingleMatcher(NetworkMatcher):
-    """Single-engine contract (left_image/right_image -> disparity) on ONNX Runtime, host buffers."""
-
-    prenormalise = True
-
-    def __init__(self, source: ModelSource, providers=None, threads=None, **options) -> None:
-        super().__init__(source, **options)
-        self.providers = providers or ['CPUExecutionProvider']
-        self.session = make_session(source.single.path, self.providers, threads)
-        self._backend = 'onnxruntime'
-        self._device = 'cpu'
-
-    def _network(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        with timed(self.last_timings, 'feature'):
-            disp = self.session.run([SINGLE_OUTPUT], {SINGLE_INPUTS[0]: left, SINGLE_INPUTS[1]: right})[0]
-        self.last_timings.setdefault('gwc', 0.0)
-        self.last_timings.setdefault('post', 0.0)
-        return disp[0, 0]
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# I/O-bound (device buffer) matcher
+    def run(self, feeds: dict) -> dict:
+        return dict(zip(self.names, self.session.run(None, feeds)))
 
 
 def _np_dtype(tensor) -> np.dtype:
     return np.dtype(str(tensor.dtype).replace('torch.', ''))
 
 
-class _BoundSession:
-    """An ORT session run through I/O binding onto caller-owned torch buffers (device memory stays put)."""
+class OrtBoundGraph:
+    """One ONNX graph run through I/O binding onto torch tensors on the matcher's device (memory stays there)."""
 
-    def __init__(self, session, device) -> None:
+    def __init__(self, session, device: Device, output_shapes) -> None:
         self.session = session
         self.device = device
-        self.kind = 'cuda' if device.type == 'cuda' else 'cpu'
-        self.index = device.index or 0
+        self.kind = 'cuda' if device.is_cuda else 'cpu'
+        self.index = device.device.index or 0
+        self.output_shapes = output_shapes          # net_hw -> {output name: shape}
+        self.output_dtypes = {o.name: _ort_type_to_np(o.type) for o in session.get_outputs()}
+        self._outputs: dict = {}
 
-    def run(self, inputs: dict, outputs: dict) -> None:
+    def prepare(self, net_hw, shared: dict) -> dict:
+        import torch
+        if net_hw not in self._outputs:
+            self._outputs[net_hw] = {n: torch.empty(tuple(s), dtype=getattr(torch, self.output_dtypes[n].name),
+                                                    device=self.device.device)
+                                     for n, s in self.output_shapes(net_hw).items()}
+        return dict(self._outputs[net_hw])
+
+    def run(self, feeds: dict, net_hw) -> dict:
+        outputs = self.prepare(net_hw, {})
         b = self.session.io_binding()
-        for name, t in inputs.items():
+        alive = []   # contiguous copies must outlive run_with_iobinding (ORT keeps only the raw pointer)
+        for name, t in feeds.items():
             t = t.contiguous()
+            alive.append(t)
             b.bind_input(name, self.kind, self.index, _np_dtype(t), list(t.shape), t.data_ptr())
         for name, t in outputs.items():
             b.bind_output(name, self.kind, self.index, _np_dtype(t), list(t.shape), t.data_ptr())
         if self.kind == 'cuda':
-            import torch
-            torch.cuda.current_stream(self.device).synchronize()  # torch's writes land before ORT's stream reads
+            # ORT does not wait for work queued on other streams: our stream's writes must land first (the
+            # stream is also ORT's compute stream where this onnxruntime accepts user_compute_stream)
+            self.device.synchronize()
             b.synchronize_inputs()
         self.session.run_with_iobinding(b)
         if self.kind == 'cuda':
             b.synchronize_outputs()
+        del alive
+        return outputs
 
 
-class OrtBoundTwoStageMatcher(DevicePipelineMatcher):
-    """Two-stage contract through ORT I/O binding with torch buffers on the session's device (GPU path).
-
-    Also runs on CPU (device='cpu'), which is how it is tested without a GPU.
-    """
-
-    def __init__(self, source: ModelSource, providers=None, device=None, threads=None, **options) -> None:
-        super().__init__(source, device=device, **options)
-        self.providers = providers or ['CPUExecutionProvider']
-        self.feature = _BoundSession(make_session(source.feature.path, self.providers, threads), self.device)
-        self.post = _BoundSession(make_session(source.post.path, self.providers, threads), self.device)
-        self._backend = 'onnxruntime'
-        self._buffers: dict = {}
-
-    def _describe(self) -> dict:
-        return {'normalize': self.source.config.normalize, 'num_groups': self.source.num_groups,
-                'max_disp': 4 * self.source.num_disparities, 'io_binding': True}
-
-    def _alloc(self, net_hw):
-        if net_hw not in self._buffers:
-            torch = self.torch
-            plan = stage_plan(self.source, net_hw)
-            feats = {n: torch.empty(s, dtype=torch.float32, device=self.device)
-                     for n, s in feature_output_shapes(self.source, net_hw).items()}
-            disp = torch.empty((1, 1) + tuple(net_hw), dtype=torch.float32, device=self.device)
-            self._buffers[net_hw] = (plan, feats, disp)
-        return self._buffers[net_hw]
-
-    def _stages(self, left, right, timings):
-        torch = self.torch
-        plan, feats, disp = self._alloc(tuple(left.shape[2:]))
-        with self.stage(timings, 'feature'):
-            self.feature.run({'left': left, 'right': right}, feats)
-        with self.stage(timings, 'gwc'):
-            vol = gwc_volume_tensor(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups,
-                                   plan.num_disparities, plan.normalize)
-            feeds = {n: feats[n].to(getattr(torch, np.dtype(dt).name)) for n, dt in plan.post_feeds.items()}
-            feeds[GWC_INPUT] = vol.to(getattr(torch, np.dtype(plan.gwc_dtype).name))
-        with self.stage(timings, 'post'):
-            self.post.run(feeds, {plan.post_output: disp})
-        return disp
+def _ort_type_to_np(type_str: str) -> np.dtype:
+    table = {'tensor(float)': np.float32, 'tensor(float16)': np.float16, 'tensor(double)': np.float64,
+             'tensor(int32)': np.int32, 'tensor(int64)': np.int64}
+    if type_str not in table:
+        raise ValueError(f'unsupported ONNX output type {type_str}')
+    return np.dtype(table[type_str])
 
 
 def _torch_cuda() -> bool:
@@ -215,26 +158,39 @@ def _torch_cuda() -> bool:
         return False
 
 
-def build_ort_matcher(source: ModelSource, device=None, threads=None, io_binding=None, **options):
-    """The ORT matcher for `source` on `device` (None = GPU when onnxruntime-gpu offers one, else CPU)."""
+def ort_graphs(source: ModelSource, device=None, threads=None, gwc_threads=None, io_binding=None) -> Graphs:
+    """The graphs of `source` on ONNX Runtime (`device` None = GPU when onnxruntime-gpu offers one, else CPU)."""
     ort = import_ort()
+    if source.kind not in ('two_stage', 'single'):
+        if source.kind == 'plugin':
+            raise ValueError(f'{source.describe()} needs TensorRT with its plugin library (ONNX Runtime has no '
+                             f'kernel for that node): use backend tensorrt with plugin_library')
+        raise ValueError(f'backend onnxruntime needs an ONNX model; {source.describe()} is a torch checkpoint: use '
+                         f'backend torch, or export it to ONNX with `ffs-ros export`')
     providers = choose_providers(device, ort.get_available_providers())
     gpu = _uses_gpu(providers)
-    if source.kind == 'two_stage':
-        if gpu and io_binding is None:
-            io_binding = _torch_cuda()   # device buffers need torch CUDA; else host buffers (more copies)
-        if io_binding:
-            dev = device if device not in (None, 'auto') else ('cuda' if gpu else 'cpu')
-            options.pop('gwc_threads', None)
-            return OrtBoundTwoStageMatcher(source, providers=providers, device=dev, threads=threads, **options)
-        options.pop('cuda_graph', None)
-        m = OrtTwoStageMatcher(source, providers=providers, threads=threads, **options)
-        m._device = 'cuda' if gpu else 'cpu'
-        return m
-    if source.kind == 'single':
-        options.pop('cuda_graph', None)
-        m = OrtSingleMatcher(source, providers=providers, threads=threads, **options)
-        m._device = 'cuda' if gpu else 'cpu'
-        return m
-    raise ValueError(f'backend onnxruntime needs an ONNX model; {source.describe()} is a torch checkpoint: use '
-                     f'backend torch, or export it to ONNX with `ffs-ros export`')
+    if io_binding is None:
+        io_binding = gpu and source.kind == 'two_stage' and _torch_cuda()  # device buffers need torch CUDA
+    details = {'providers': [p[0] if isinstance(p, tuple) else p for p in providers]}
+    if not io_binding:
+        details['device'] = 'cuda' if gpu else 'cpu'
+        return Graphs('onnxruntime', {role: OrtHostGraph(make_session(path, providers, threads))
+                                      for role, path in source.onnx_files.items()},
+                      details=details, gwc_threads=gwc_threads, allow_cuda_graph=False,
+                      cuda_graph_refusal=CUDA_GRAPH_REFUSAL)
+    dev = Device(device if device not in (None, 'auto') else ('cuda' if gpu else 'cpu'))
+    if dev.is_cuda:
+        providers = choose_providers(str(dev.device), ort.get_available_providers(), stream_handle=dev.stream_handle)
+    details['io_binding'] = True
+
+    def shapes_for(role):
+        if role == 'feature':
+            return lambda net_hw: feature_output_shapes(source, net_hw)
+        spec = {'post': source.post, 'single': source.single}[role]
+        return lambda net_hw: {o.name: (1, 1) + tuple(net_hw) for o in spec.outputs}
+
+    with dev.scope():
+        graphs = {role: OrtBoundGraph(make_session(path, providers, threads), dev, shapes_for(role))
+                  for role, path in source.onnx_files.items()}
+    return Graphs('onnxruntime', graphs, device=dev, details=details, allow_cuda_graph=False,
+                  cuda_graph_refusal=CUDA_GRAPH_REFUSAL)

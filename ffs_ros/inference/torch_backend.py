@@ -1,16 +1,19 @@
-"""PyTorch backend: our own checkpoint (``ffs_ros.model.load_model``) on CUDA or CPU.
+"""PyTorch: how our own checkpoint's two stages run (``ffs_ros.model.load_model``), on CUDA or CPU.
 
 The model exposes ``.features(left, right) -> dict`` (upstream feature names), ``.post(**features, gwc_volume=...)``
 -> disp [B,1,H,W], and attributes ``max_disp``, ``cv_group``, ``normalize``; inputs are float32 RGB 0..255 at a
-multiple of 32. The volume is built between the two calls with :func:`gwc_volume_tensor` (torch on CUDA, the BLAS
-path on CPU), exactly as for the two-stage ONNX contract, so this path and the export agree. On CUDA, fp16 autocast
-(default on) and optional CUDA graphs.
+multiple of 32. The volume is built between the two calls by :class:`~.network.NetworkMatcher` exactly as for the
+two-stage ONNX contract, so this path and the export agree. On CUDA, fp16 autocast (default on) and optional CUDA
+graphs.
 """
 from __future__ import annotations
 
-from .contracts import GWC_SOURCES, ModelSource
-from .device_pipeline import DevicePipelineMatcher
-from .gwc import gwc_volume_tensor
+import numpy as np
+
+from ..contract import ModelSource, StagePlan
+from ..contract.wiring import check_net_size
+from .device import Device
+from .network import Graphs
 
 
 def load_own_model(checkpoint, device):
@@ -24,47 +27,55 @@ def load_own_model(checkpoint, device):
     return model.eval()
 
 
-class TorchMatcher(DevicePipelineMatcher):
-    """Our own model in PyTorch, the whole pipeline on `device`."""
+class _Stage:
+    """One of the model's two stages as a device graph (takes any tensor; no buffers of its own)."""
 
-    def __init__(self, source: ModelSource, device=None, fp16: bool | None = None, model=None, threads=None,
-                 **options) -> None:
-        super().__init__(source, device=device, **options)
-        if threads is not None:
-            # process-wide torch setting; on a busy CPU fewer threads can be much faster (README)
-            self.torch.set_num_threads(int(threads))
-        if source.checkpoint is None and model is None:
-            raise ValueError(f'backend torch runs ffs_ros checkpoints (*.pt); {source.describe()} has none. Use '
-                             f'backend onnxruntime or tensorrt for ONNX exports')
-        self.model = model if model is not None else load_own_model(source.checkpoint, self.device)
-        self.model.to(self.device)
-        self.fp16 = (self.device.type == 'cuda') if fp16 is None else bool(fp16)
-        if self.fp16 and self.device.type != 'cuda':
-            raise ValueError('fp16 autocast is for CUDA; on CPU leave fp16 off')
-        self.max_disp = int(getattr(self.model, 'max_disp', source.config.max_disp or 192))
-        self.cv_group = int(getattr(self.model, 'cv_group', source.config.cv_group))
-        self.normalize = bool(getattr(self.model, 'normalize', source.config.normalize))
-        self._backend = 'torch'
+    def __init__(self, fn, fp16: bool, device: Device) -> None:
+        self.fn, self.fp16, self.device = fn, fp16, device
 
-    def _describe(self) -> dict:
-        return {'normalize': self.normalize, 'num_groups': self.cv_group, 'max_disp': self.max_disp,
-                'fp16': self.fp16, 'checkpoint': str(self.source.checkpoint)}
+    def prepare(self, net_hw, shared: dict) -> dict:
+        return {}
 
-    def _model_text(self) -> str:
-        return f'torch checkpoint {self.source.checkpoint} (max_disp {self.max_disp}, G={self.cv_group})'
+    def run(self, feeds: dict, net_hw) -> dict:
+        torch = self.device.torch
+        if self.device.is_cuda:
+            with torch.autocast('cuda', dtype=torch.float16, enabled=self.fp16):
+                return self.fn(**feeds)
+        return self.fn(**feeds)
 
-    def _stages(self, left, right, timings):
-        torch = self.torch
-        autocast = torch.autocast('cuda', dtype=torch.float16, enabled=self.fp16) if self.device.type == 'cuda' \
-            else torch.autocast('cpu', enabled=False)
-        with autocast:
-            with self.stage(timings, 'feature'):
-                feats = self.model.features(left, right)
-            with self.stage(timings, 'gwc'):
-                vol = gwc_volume_tensor(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], self.cv_group,
-                                       self.max_disp // 4, self.normalize)
-                if self.fp16:
-                    vol = vol.half()
-            with self.stage(timings, 'post'):
-                disp = self.model.post(**feats, gwc_volume=vol)
-        return disp.float()
+
+def torch_graphs(source: ModelSource, device=None, fp16: bool | None = None, model=None, threads=None) -> Graphs:
+    """Our checkpoint's feature and post stages as graphs on `device`."""
+    if source.checkpoint is None and model is None:
+        raise ValueError(f'backend torch runs ffs_ros checkpoints (*.pt); {source.describe()} has none. Use '
+                         f'backend onnxruntime or tensorrt for ONNX exports')
+    dev = Device(device)
+    if threads is not None:
+        # process-wide torch setting; on a busy CPU fewer threads can be much faster (README)
+        dev.torch.set_num_threads(int(threads))
+    fp16 = dev.is_cuda if fp16 is None else bool(fp16)
+    if fp16 and not dev.is_cuda:
+        raise ValueError('fp16 autocast is for CUDA; on CPU leave fp16 off')
+    with dev.scope():
+        net = model if model is not None else load_own_model(source.checkpoint, dev.device)
+        net.to(dev.device)
+    max_disp = int(getattr(net, 'max_disp', source.config.max_disp or 192))
+    cv_group = int(getattr(net, 'cv_group', source.config.cv_group))
+    normalize = bool(getattr(net, 'normalize', source.config.normalize))
+    gwc_dtype = np.dtype(np.float16 if fp16 else np.float32)
+
+    def plan(net_hw) -> StagePlan:
+        h, w = check_net_size(net_hw)
+        d = max_disp // 4
+        return StagePlan((h, w), None, 'disp', cv_group, d, normalize, gwc_dtype, (1, cv_group, d, h // 4, w // 4))
+
+    def post(**feeds):
+        return {'disp': net.post(**feeds).float()}
+
+    graphs = {'feature': _Stage(lambda left, right: net.features(left, right), fp16, dev), 'post': _Stage(post, fp16,
+                                                                                                          dev)}
+    details = {'normalize': normalize, 'num_groups': cv_group, 'max_disp': float(max_disp), 'fp16': fp16,
+               'checkpoint': str(source.checkpoint)}
+    g = Graphs('torch', graphs, device=dev, details=details, plan=plan)
+    g.model = net
+    return g

@@ -11,7 +11,7 @@ Public API (stable; used by the torch inference backend):
              stem_2x, gwc_volume, iters=None) -> disparity [B,1,H,W]
         forward(left, right, iters=None) -> disparity [B,1,H,W]
       Inputs: float32 [B,3,H,W] RGB 0..255, H and W multiples of 32. gwc_volume: the contract's volume
-      (ffs_ros.inference.gwc), [B, cv_group, max_disp // 4, H/4, W/4], any float dtype.
+      (ffs_ros.contract.gwc), [B, cv_group, max_disp // 4, H/4, W/4], any float dtype.
 
 A checkpoint is a torch.save dict {'config': {...}, 'state_dict': ..., 'step': ..., ...}.
 """

@@ -1,6 +1,6 @@
 """Cost volumes at 1/4 resolution.
 
-* The group-wise correlation (GWC) volume is the contract's: `ffs_ros.inference.gwc.gwc_volume_torch`
+* The group-wise correlation (GWC) volume is the contract's: `ffs_ros.contract.gwc.gwc_volume_torch`
   (cosine per group). In the two-stage export it is built *between* the graphs by the caller.
 * The concat volume is built inside the post stage: both 1/4 features are projected (1x1 conv) to a few
   channels and the right projection is shifted by every disparity d (zeros where w - d < 0).
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference.gwc import gwc_volume_torch
+from ..contract.gwc import gwc_volume_torch
 
 
 def build_gwc(features_left_04, features_right_04, cv_group: int, num_disp: int, normalize: bool = True):

@@ -11,14 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..inference import BACKENDS
+from ..inference.options import BACKENDS, OPTIONS
 from ..pipeline import DEPTH_ENCODINGS, PipelineConfig
 
 # The backend used when `backend` is left at its default. 'auto' = the shipped default model on the
-# best runtime available (load_matcher decides); change here to switch the default everywhere.
+# best runtime available (load_matcher decides, and falls back to sgbm while no model is installed).
 DEFAULT_BACKEND = 'auto'
-# What 'auto' falls back to while no default model is installed (keeps the node usable on a CPU).
-AUTO_FALLBACK_BACKEND = 'sgbm'
 
 QOS_CHOICES = ('sensor_data', 'reliable', 'best_effort', 'system_default')
 
@@ -39,24 +37,14 @@ SPECS: tuple[ParamSpec, ...] = (
     # --- matcher ---
     ParamSpec('backend', DEFAULT_BACKEND,
               "stereo matcher: 'auto' (shipped default model on the best available runtime; "
-              f"{AUTO_FALLBACK_BACKEND} while no model is installed), 'sgbm' (OpenCV, CPU), "
+              "sgbm while no model is installed), 'sgbm' (OpenCV, CPU), "
               "'onnxruntime', 'torch', 'tensorrt'", choices=BACKENDS),
     ParamSpec('model', '', "model file or directory; empty = the shipped default model (not used by sgbm)"),
     ParamSpec('device', '', "compute device for model backends, e.g. 'cpu' or 'cuda:0'; empty = best available"),
-    ParamSpec('resize_mode', '', "model backends: how images are fitted to the network size: 'letterbox' "
-              "(keep aspect, pad) or 'stretch'; empty = the backend's default (letterbox)",
-              choices=('', 'letterbox', 'stretch')),
     ParamSpec('net_width', 0, 'model backends: run the network at this width (px, with net_height; a '
               'multiple of 32); 0 = the model\'s own or the input size', 0, 8192),
     ParamSpec('net_height', 0, 'model backends: network height (px, with net_width); 0 = automatic', 0, 8192),
-    ParamSpec('threads', 0, "backends 'onnxruntime' / 'torch' on CPU: intra-op CPU threads; 0 = one per core "
-              "(use 1 on a CPU shared with other busy processes)", 0, 1024),
-    ParamSpec('precision', '', "backend 'tensorrt': engine precision 'fp16' or 'fp32'; empty = fp16",
-              choices=('', 'fp16', 'fp32')),
-    ParamSpec('force_engine_update', False, "backend 'tensorrt': rebuild the engine from the ONNX model even "
-              'if a cached one matches'),
-    ParamSpec('engine_cache_dir', '', "backend 'tensorrt': where built engines are cached; empty = the "
-              'default cache directory'),
+) + tuple(ParamSpec(o.param, o.default, o.description, o.lo, o.hi, o.choices) for o in OPTIONS if o.param) + (
     # --- inputs ---
     ParamSpec('approximate_sync', False,
               'pair left/right images whose stamps differ by up to approximate_sync_tolerance_seconds '
@@ -158,33 +146,25 @@ def pipeline_config(values: dict) -> PipelineConfig:
                              for k in PIPELINE_FIELDS})
 
 
-# parameter -> (load_matcher option, backends that take it); passed only when not left at its default
-MATCHER_OPTIONS = {
-    'resize_mode': ('resize_mode', ('onnxruntime', 'torch', 'tensorrt', 'auto')),
-    'threads': ('threads', ('onnxruntime', 'torch', 'auto')),
-    'precision': ('precision', ('tensorrt',)),
-    'force_engine_update': ('force_engine_update', ('tensorrt',)),
-    'engine_cache_dir': ('engine_cache_dir', ('tensorrt',)),
-}
-
-
 def matcher_options(values: dict) -> dict:
-    """load_matcher(**options) for the parameters; raises ParamError for an option the chosen
-    backend does not take (e.g. precision without backend tensorrt)."""
+    """load_matcher(**options) for the parameters (derived from ffs_ros.inference.options.OPTIONS); raises
+    ParamError for an option the chosen backend does not take (e.g. precision without backend tensorrt)."""
     v = {**defaults(), **values}
     backend = v['backend']
-    opts = {'max_disparity': int(round(v['max_disparity']))}
+    opts = {}
+    if backend in ('sgbm', 'auto'):
+        opts['max_disparity'] = int(round(v['max_disparity']))
     if v['net_width'] > 0 and backend != 'sgbm':
         opts['net_size'] = (int(v['net_height']), int(v['net_width']))
     problems = []
-    for name, (option, backends) in MATCHER_OPTIONS.items():
-        if v[name] == SPEC_BY_NAME[name].default or backend == 'sgbm':
+    for o in OPTIONS:
+        if not o.param or v[o.param] == o.default or backend == 'sgbm':
             continue
-        if backend not in backends:
-            problems.append(f'{name} applies to backend {" / ".join(b for b in backends if b != "auto")}, '
-                            f'not {backend!r}: set backend accordingly or leave {name} at its default')
+        if backend != 'auto' and backend not in o.backends:
+            problems.append(f'{o.param} applies to backend {" / ".join(o.backends)}, not {backend!r}: set backend '
+                            f'accordingly or leave {o.param} at its default')
             continue
-        opts[option] = v[name]
+        opts[o.name] = v[o.param]
     if problems:
         raise ParamError('invalid parameters: ' + '; '.join(problems))
     return opts
@@ -216,3 +196,39 @@ def declare(node) -> dict:
     if problems:
         raise ParamError('invalid parameters: ' + '; '.join(problems))
     return validate(values)
+
+
+YAML_HEADER = """\
+# stereo_node parameters (every one listed; descriptions/ranges also via `ros2 param describe`).
+# Used by launch/stereo.launch.py and `stereo_node --ros-args --params-file config/stereo.yaml`.
+# '/**' applies to the node under any name and namespace (a bare node name under a namespace
+# would be silently ignored). Doubles must be written with a decimal point (10.0, not 10).
+# Generated from ffs_ros/node/params.py (SPECS): python -m ffs_ros.node.params > config/stereo.yaml
+/**:
+  ros__parameters:
+"""
+
+
+def render_yaml() -> str:
+    """config/stereo.yaml from SPECS: every parameter at its default, its description (and range) as comment."""
+    import textwrap
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return 'true' if v else 'false'
+        if isinstance(v, str):
+            return repr(v)
+        return repr(v)
+
+    lines = [YAML_HEADER.rstrip('\n')]
+    for s in SPECS:
+        text = s.description
+        if s.lo is not None:
+            text += f' [{s.lo:g} .. {s.hi:g}]'
+        lines += textwrap.wrap(text, 99, initial_indent='    # ', subsequent_indent='    # ')
+        lines.append(f'    {s.name}: {value(s.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+if __name__ == '__main__':
+    print(render_yaml(), end='')

@@ -53,7 +53,9 @@ def make_qos(kind: str, depth: int) -> QoSProfile:
 
 
 def build_matcher(values: dict, logger=None) -> StereoMatcher:
-    """The matcher the parameters ask for (raises ParamError with the reason when impossible)."""
+    """The matcher the parameters ask for (raises ParamError with the reason when impossible).
+
+    The backend policy ('auto', its sgbm fall-back while no model is installed) is load_matcher's."""
     backend = values['backend']
     model = values['model'] or None
     options = P.matcher_options(values)
@@ -61,11 +63,6 @@ def build_matcher(values: dict, logger=None) -> StereoMatcher:
     try:
         return load_matcher(model, backend=backend, device=device, **options)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
-        if backend == 'auto' and model is None:
-            if logger is not None:
-                logger.warning(f"backend 'auto': no default model available ({e}); using "
-                               f"'{P.AUTO_FALLBACK_BACKEND}' (set backend explicitly to silence this)")
-            return load_matcher(None, backend=P.AUTO_FALLBACK_BACKEND, max_disparity=options['max_disparity'])
         raise P.ParamError(f'cannot load backend {backend!r}'
                            + (f' with model {values["model"]!r}' if model else '') + f': {e}') from e
 
@@ -107,7 +104,7 @@ class StereoNode(Node):
             stale_age=v['stale_age_seconds']))
         self.health.model_values = {
             'backend': info.backend, 'device': info.device, 'model': info.model,
-            'network resolution': (f'{info.resolution[1]}x{info.resolution[0]}' if info.resolution
+            'network resolution': (f'{info.network_size[1]}x{info.network_size[0]}' if info.network_size
                                    else 'any (native)')}
         self._log_last: dict[str, float] = {}
         self._last_stamp = [None, None]

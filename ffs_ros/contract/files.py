@@ -6,6 +6,9 @@ Model sources (see ../shared/docs/ffs-model-contracts.md):
   export and our own model's export. The caller builds the group-wise correlation volume between the graphs.
 * ``single`` -- one ONNX with inputs ``left_image``/``right_image`` (ImageNet-normalised on the 0..255 scale) and
   output ``disparity`` (Isaac ROS / NGC style).
+* ``plugin`` -- one ONNX with inputs ``left``/``right`` and output ``disp`` whose correlation volume is a custom
+  TensorRT plugin node (op ``FFSGWCVolume``; the fast_foundation_stereo fork's single-engine export). Only TensorRT
+  runs it, and only with the plugin library loaded (``plugin_library``).
 * ``torch`` -- our own checkpoint (``*.pt``), loaded with ``ffs_ros.model.load_model``. A directory that holds both
   the two-stage export and a checkpoint offers both (``ModelSource.checkpoint`` is set).
 * prebuilt TensorRT engines (``<stem>.engine`` or ``<stem>.plan``) next to their ONNX are picked up into
@@ -32,6 +35,7 @@ GWC_INPUT = 'gwc_volume'
 GWC_SOURCES = ('features_left_04', 'features_right_04')
 SINGLE_INPUTS = ('left_image', 'right_image')
 SINGLE_OUTPUT = 'disparity'
+PLUGIN_OP = 'FFSGWCVolume'
 POST_OUTPUT = 'disp'
 MULTIPLE = 32
 
@@ -67,6 +71,7 @@ class GraphInfo:
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    op_types: frozenset = frozenset()   # operator types of the graph's nodes (custom plugin ops show here)
 
     def input(self, name: str) -> TensorSpec | None:
         return next((t for t in self.inputs if t.name == name), None)
@@ -98,12 +103,12 @@ class ModelConfig:
 @dataclass
 class ModelSource:
     """A recognised model: what kind it is, its files, config and (for ONNX) graph descriptions."""
-    kind: str                               # 'two_stage', 'single' or 'torch'
+    kind: str                               # 'two_stage', 'single', 'plugin' or 'torch'
     root: Path                              # directory (or file) the user named
     config: ModelConfig = field(default_factory=ModelConfig)
     feature: GraphInfo | None = None        # two_stage
     post: GraphInfo | None = None           # two_stage
-    single: GraphInfo | None = None         # single
+    single: GraphInfo | None = None         # single and plugin (the one graph)
     checkpoint: Path | None = None          # torch weights (own model), may accompany two_stage
     engines: dict = field(default_factory=dict)  # 'feature'/'post'/'single' -> prebuilt TensorRT engine path
 
@@ -118,12 +123,38 @@ class ModelSource:
         return out
 
     @property
+    def roles(self) -> tuple[str, ...]:
+        """The graphs (engines) this model runs, in order: ('feature', 'post') or ('single',)."""
+        return ('feature', 'post') if self.kind == 'two_stage' else ('single',)
+
+    @property
+    def image_inputs(self) -> tuple[str, str]:
+        """Names of the left/right image inputs of the first graph."""
+        return SINGLE_INPUTS if self.kind == 'single' else FEATURE_INPUTS
+
+    @property
+    def prenormalised(self) -> bool:
+        """True when the caller must ImageNet-normalise the images (single-engine contract)."""
+        return self.kind == 'single'
+
+    @property
+    def disparity_output(self) -> str:
+        """Name of the disparity output of the last graph."""
+        if self.kind == 'single':
+            return SINGLE_OUTPUT
+        if self.kind == 'plugin':
+            return POST_OUTPUT
+        if self.post is not None and self.post.output(POST_OUTPUT) is None:
+            return self.post.outputs[0].name
+        return POST_OUTPUT
+
+    @property
     def network_size(self) -> tuple[int, int] | None:
         """(H, W) the graphs are fixed to, or None when the spatial axes are symbolic (any multiple of 32)."""
         g = self.feature if self.kind == 'two_stage' else self.single
         if g is None:
             return None
-        spec = g.input(FEATURE_INPUTS[0] if self.kind == 'two_stage' else SINGLE_INPUTS[0])
+        spec = g.input(self.image_inputs[0])
         h, w = spec.shape[2], spec.shape[3]
         if isinstance(h, int) and isinstance(w, int):
             return h, w
@@ -163,6 +194,8 @@ class ModelSource:
                     f'normalize={self.config.normalize})')
         if self.kind == 'single':
             return f'single-engine ONNX {self.single.path}'
+        if self.kind == 'plugin':
+            return f'single-engine ONNX with the {PLUGIN_OP} TensorRT plugin {self.single.path}'
         return f'torch checkpoint {self.checkpoint}'
 
 
@@ -193,7 +226,7 @@ def read_graph(path: Path) -> GraphInfo:
 
     inputs = tuple(spec(v) for v in graph.input if v.name not in initialisers)
     outputs = tuple(spec(v) for v in graph.output)
-    return GraphInfo(path, inputs, outputs)
+    return GraphInfo(path, inputs, outputs, frozenset(n.op_type for n in graph.node))
 
 
 def read_config(path: Path | None) -> ModelConfig:
@@ -391,6 +424,8 @@ def _single(path: Path, named: Path) -> ModelSource:
     if graph.input(GWC_INPUT) is not None:
         raise ModelContractError(f'{path} is the post stage of a two-stage export; name it {POST_FILE} and put '
                                  f'{FEATURE_FILE} (+ {YAML_FILE}) beside it, then pass the directory')
+    if PLUGIN_OP in graph.op_types:
+        return _plugin(path, named, graph)
     if graph.input(SINGLE_INPUTS[0]) is None:
         raise ModelContractError(f'{path} does not fit any supported model contract (inputs '
                                  f'{list(graph.input_names)}, outputs {list(graph.output_names)}); expected '
@@ -398,6 +433,19 @@ def _single(path: Path, named: Path) -> ModelSource:
     check_single(graph)
     yaml_p = path.parent / YAML_FILE
     src = ModelSource('single', named, read_config(yaml_p if yaml_p.is_file() else None), single=graph)
+    src.engines = _engines_for({'single': path})
+    return src
+
+
+def _plugin(path: Path, named: Path, graph: GraphInfo) -> ModelSource:
+    """The plugin single-engine export: inputs left/right (0..255 RGB) -> disp, volume by the FFSGWCVolume op."""
+    for n in FEATURE_INPUTS:
+        _check_image_input(graph, n, f'the {PLUGIN_OP} plugin export')
+    if graph.output(POST_OUTPUT) is None:
+        raise ModelContractError(f'{path}: the {PLUGIN_OP} plugin export must output {POST_OUTPUT!r}; it outputs '
+                                 f'{list(graph.output_names)}')
+    yaml_p = path.parent / YAML_FILE
+    src = ModelSource('plugin', named, read_config(yaml_p if yaml_p.is_file() else None), single=graph)
     src.engines = _engines_for({'single': path})
     return src
 

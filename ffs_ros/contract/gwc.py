@@ -6,7 +6,8 @@ G groups of C/G channels; for every disparity d in [0, D):
 and, when `normalize` is true, that sum is divided by ||L_g(h, w)|| * ||R_g(h, w - d)|| + 1e-5
 (per-group cosine). Sums accumulate in float32; the result is laid out [B, G, D, H, W].
 
-`gwc_volume_torch` is the implementation our own model trains with and the torch/CUDA backends run;
+`gwc_volume_torch` is the differentiable implementation our own model trains with; `gwc_volume_into` the
+inference one for devices (one batched pass written into the post graph's buffer);
 `gwc_volume_numpy` is the CPU implementation for ONNX Runtime: the same formula evaluated as banded small matrix
 products (BLAS) over blocks of columns, split over worker threads (see its docstring).
 """
@@ -110,12 +111,70 @@ def gwc_volume_numpy(left: np.ndarray, right: np.ndarray, num_groups: int, max_d
     return out
 
 
-def gwc_volume_tensor(left, right, num_groups: int, max_disp: int, normalize: bool = True):
-    """Torch tensors in, torch tensor out, on the features' device: the BLAS numpy path for CPU tensors (several
-    times faster than the per-disparity torch loop there), :func:`gwc_volume_torch` on GPUs. Inference only."""
+def gwc_volume_into(left, right, num_groups: int, max_disp: int, normalize: bool = True, out=None,
+                    max_elements: int = 1 << 26):
+    """Inference volume on the features' device in one batched pass, written straight into `out`.
+
+    left, right: torch tensors [B, C, H, W] (any float dtype; sums accumulate in float32). `out`: a preallocated
+    [B, G, D, H, W] tensor in the dtype the post graph takes (float16 or float32), or None for a new float32 one.
+    The same banded matrix products as :func:`gwc_volume_numpy`: per image row of every group, the [W, C/G] left
+    features times the [C/G, W+D-1] right features (zero-padded by D-1 columns on the left) give every dot product
+    the volume needs on a band of diagonals; a strided view reads the D diagonals out and one copy writes them (and
+    the cast) into `out`. Rows are processed in chunks of at most `max_elements` products (64 M floats = 256 MB by
+    default) so the temporary stays bounded at large sizes; with the usual sizes (640x480: 960 rows) it is one
+    chunk, i.e. a handful of kernels and no Python loop over disparities.
+    """
+    import torch
+    b, c, h, w = left.shape
+    if c % num_groups:
+        raise ValueError(f'{c} feature channels cannot be split into {num_groups} groups')
+    if right.shape != left.shape:
+        raise ValueError(f'left {tuple(left.shape)} and right {tuple(right.shape)} features differ in shape')
+    g, cg, d = num_groups, c // num_groups, int(max_disp)
+    if out is None:
+        out = torch.empty((b, g, d, h, w), dtype=torch.float32, device=left.device)
+    elif tuple(out.shape) != (b, g, d, h, w):
+        raise ValueError(f'out has shape {tuple(out.shape)}, expected {(b, g, d, h, w)}')
+    rows = b * g * h
+    # [rows, W, C/G] and [rows, C/G, W+D-1]
+    lt = left.float().reshape(b, g, cg, h, w).permute(0, 1, 3, 4, 2).reshape(rows, w, cg)
+    rt = torch.nn.functional.pad(right.float().reshape(b, g, cg, h, w).permute(0, 1, 3, 2, 4), (d - 1, 0))
+    rt = rt.reshape(rows, cg, w + d - 1)
+    if normalize:
+        ln = lt.norm(dim=2)                          # [rows, W]
+        rn = rt.norm(dim=1)                          # [rows, W+D-1]
+    out_rows = out.view(b * g, d, h, w)
+    step = max(1, min(rows, max_elements // max(1, w * (w + d - 1))))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        prod = torch.bmm(lt[r0:r1], rt[r0:r1])      # [n, W, W+D-1]; prod[n, x, k] pairs left x with padded k
+        if normalize:
+            prod /= ln[r0:r1, :, None] * rn[r0:r1, None, :] + EPS
+        n = r1 - r0
+        s_n, s_x, s_k = prod.stride()
+        # diag[n, j, x] = prod[n, x, x + j] = V at disparity D-1-j
+        diag = prod.as_strided((n, d, w), (s_n, s_k, s_x + s_k))
+        _write_rows(out_rows, diag.flip(1), r0, r1, g, h)
+    return out
+
+
+def _write_rows(out_rows, vol_rows, r0: int, r1: int, g: int, h: int) -> None:
+    """Copy [n, D, W] rows r0..r1 (row = (b*G + g)*H + y) into out_rows [B*G, D, H, W] (casting to its dtype)."""
+    while r0 < r1:
+        bg, y0 = divmod(r0, h)
+        y1 = min(h, y0 + (r1 - r0))
+        n = y1 - y0
+        out_rows[bg, :, y0:y1, :].copy_(vol_rows[:n].transpose(0, 1))
+        vol_rows = vol_rows[n:]
+        r0 += n
+
+
+def gwc_volume_tensor(left, right, num_groups: int, max_disp: int, normalize: bool = True, out=None):
+    """Torch tensors in, torch tensor out, on the features' device (inference only): the BLAS numpy path for CPU
+    tensors (several times faster than torch there), :func:`gwc_volume_into` on GPUs. `out` as there."""
     if left.device.type != 'cpu':
-        return gwc_volume_torch(left, right, num_groups, max_disp, normalize)
+        return gwc_volume_into(left, right, num_groups, max_disp, normalize, out=out)
     import torch
     vol = gwc_volume_numpy(left.detach().float().numpy(), right.detach().float().numpy(), num_groups, max_disp,
-                           normalize)
-    return torch.from_numpy(vol)
+                           normalize, out=None if out is None else out.numpy())
+    return out if out is not None else torch.from_numpy(vol)

@@ -1,0 +1,366 @@
+"""The one network matcher: plan -> preprocess -> run the network -> postprocess.
+
+A backend only says how one graph runs (:class:`Graphs`): ONNX Runtime, PyTorch or TensorRT. Everything else is
+here, once:
+
+* **plan** -- fit the camera image to the network size (:mod:`.letterbox`);
+* **preprocess** -- letterbox, NCHW float, ImageNet normalisation for the single-engine contract;
+* **network** -- the contract's wiring: ``feature`` graph -> group-wise correlation volume -> ``post`` graph (two-stage),
+  or one graph (``single`` / ``plugin``);
+* **postprocess** -- crop, resize back, scale, invalidate (NaN where no match is possible).
+
+Two runners share that sequence. On the **host** (numpy; ONNX Runtime on a CPU) OpenCV does the letterbox and the
+volume is the BLAS one. On a **device** (torch tensors; CUDA on robots, CPU in tests) everything runs inside the
+matcher's :class:`~.device.Device` scope, on its own stream: the pair goes up in one copy from a reused pinned buffer,
+letterbox/normalise/volume/crop/resize happen on the device, the disparity comes down in one copy, and the stream is
+synchronised once, after which the stage times (CUDA events) are read. Optionally (``cuda_graph``) the network part is
+captured once per network size into a CUDA graph and replayed; a size that cannot be captured is logged once and
+runs without a graph.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..contract import GWC_INPUT, GWC_SOURCES, ModelSource, imagenet_normalise, stage_plan, to_nchw
+from ..contract.gwc import gwc_volume_numpy, gwc_volume_tensor
+from .base import DEFAULT_DELTA_D, MatcherInfo, StereoMatcher, check_pair
+from .device import Device, HostClock
+from .letterbox import (ResizePlan, from_network, from_network_torch, invalidate, plan_for_input, plan_resize,
+                        to_network, to_network_torch)
+
+log = logging.getLogger(__name__)
+
+STAGES = ('preprocess', 'feature', 'gwc', 'post', 'postprocess')
+
+
+@dataclass
+class Graphs:
+    """What a backend supplies: one runnable per graph role, and where they run.
+
+    graphs: role ('feature' + 'post', or 'single') -> runnable. Host runnables have ``run(feeds) -> outputs`` on
+    numpy arrays. Device runnables have ``prepare(net_hw, shared) -> {name: tensor}`` (set up for one network size;
+    returns the stable tensors they read and write, adopting tensors of `shared` -- the previous graph's outputs --
+    as inputs where they can; {} when they take any tensor) and ``run(feeds, net_hw) -> outputs`` on torch
+    tensors, enqueued on the current stream.
+    device: the :class:`Device` for device runnables; None for host ones.
+    plan: net_hw -> StagePlan for the volume between feature and post (default: read from the ONNX graphs).
+    """
+    backend: str
+    graphs: dict
+    device: Device | None = None
+    details: dict = field(default_factory=dict)
+    gwc_threads: int | None = None          # host volume worker threads (None: one per core)
+    allow_cuda_graph: bool = True           # False: this backend cannot be captured (the caller is told why)
+    cuda_graph_refusal: str = ''
+    plan: object = None
+
+    @property
+    def on_device(self) -> bool:
+        return self.device is not None
+
+    @property
+    def two_stage(self) -> bool:
+        return 'single' not in self.graphs
+
+
+class NetworkMatcher(StereoMatcher):
+    """StereoMatcher for every network backend.
+
+    Options: ``resize_mode`` ('letterbox' | 'stretch'), ``allow_upscale`` (scale > 1 for small images on a
+    fixed-size graph), ``net_size`` ((H, W) to run a dynamic graph at a fixed size), ``remove_invisible`` (NaN where
+    x - d < 0: no match possible in the right image), ``cuda_graph`` (device runner on CUDA only).
+    """
+
+    def __init__(self, source: ModelSource, graphs: Graphs, resize_mode: str = 'letterbox',
+                 allow_upscale: bool = False, net_size=None, remove_invisible: bool = True,
+                 cuda_graph: bool = False) -> None:
+        super().__init__()
+        self.source = source
+        self.graphs = graphs
+        self.resize_mode = resize_mode
+        self.allow_upscale = allow_upscale
+        self.remove_invisible = remove_invisible
+        fixed = source.network_size
+        if net_size is not None:
+            net_size = (int(net_size[0]), int(net_size[1]))
+            if fixed is not None and tuple(net_size) != fixed:
+                raise ValueError(f'net_size {net_size[1]}x{net_size[0]} conflicts with the model, which is fixed '
+                                 f'at {fixed[1]}x{fixed[0]}; drop net_size or re-export the model')
+            if net_size[0] % 32 or net_size[1] % 32:
+                raise ValueError(f'net_size {net_size[1]}x{net_size[0]} must be multiples of 32')
+        self.net_size = fixed or net_size
+        plan_resize((32, 32), self.net_size, resize_mode)  # validates resize_mode early
+        if cuda_graph:
+            if not graphs.allow_cuda_graph:
+                raise ValueError(graphs.cuda_graph_refusal or f'cuda_graph is not supported by backend '
+                                                            f'{graphs.backend}; drop the option')
+            if not (graphs.on_device and graphs.device.is_cuda):
+                raise ValueError('cuda_graph=True needs a CUDA device; drop the option on CPU')
+        self.cuda_graph = bool(cuda_graph)
+        self.device = graphs.device
+        self.last_plan: ResizePlan | None = None
+        self._lock = threading.Lock()
+        self._host_vol: dict = {}
+        self._sized: dict = {}        # net_hw -> _DeviceBuffers
+        self._pinned: dict = {}
+        self._captured: dict = {}     # net_hw -> (graph, static input, static output) or None (capture failed)
+        if graphs.on_device:
+            import torch
+            from ..contract import IMAGENET_MEAN_255, IMAGENET_STD_255
+            self._mean = torch.tensor(IMAGENET_MEAN_255, device=self.device.device).view(1, 3, 1, 1)
+            self._std = torch.tensor(IMAGENET_STD_255, device=self.device.device).view(1, 3, 1, 1)
+
+    # -- reporting ------------------------------------------------------------------------------------------------
+    def plan_for(self, in_hw) -> ResizePlan:
+        return plan_for_input(in_hw, self.net_size, self.resize_mode, self.allow_upscale)
+
+    @property
+    def info(self) -> MatcherInfo:
+        extra = {'resize_mode': self.resize_mode, 'model_kind': self.source.kind, 'cuda_graph': self.cuda_graph}
+        extra.update(self.graphs.details)
+        max_disp = self.graphs.details.get('max_disp')
+        if self.source.kind == 'two_stage':
+            extra.update(normalize=self.source.config.normalize, num_groups=self.source.num_groups,
+                         num_disparities=self.source.num_disparities)
+            max_disp = float(4 * self.source.num_disparities)
+        elif self.source.config.max_disp:
+            max_disp = float(self.source.config.max_disp)
+        window, net = None, self.net_size
+        p = self.last_plan
+        if p is not None:
+            # the network covers the whole image (letterbox: scaled into the valid region, then resized back)
+            window = (0, 0, p.in_hw[1], p.in_hw[0])
+            net = p.net_hw
+            extra.update(scale=(p.scale_x, p.scale_y))
+            if max_disp is not None:
+                max_disp = max_disp / p.scale_x
+        device = str(self.device) if self.device is not None else self.graphs.details.get('device', 'cpu')
+        return MatcherInfo(backend=self.graphs.backend, device=device, model=self.source.describe(),
+                           network_size=net, valid_window=window, max_disparity=max_disp, delta_d=DEFAULT_DELTA_D,
+                           extra=extra)
+
+    # -- entry points ---------------------------------------------------------------------------------------------
+    def prepare(self, in_hw) -> None:
+        """Build/allocate everything the network needs for inputs of size `in_hw` (engines are built here)."""
+        plan = self.plan_for(in_hw)
+        if not self.graphs.on_device:
+            return
+        with self._lock, self.device.scope():
+            self._buffers(plan.net_hw)
+
+    def match(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        check_pair(left, right)
+        with self._lock:
+            plan = self.plan_for(left.shape[:2])
+            self.last_plan = plan
+            if self.graphs.on_device:
+                out, timings = self._match_device(left, right, plan)
+            else:
+                out, timings = self._match_host(left, right, plan)
+            self.last_timings = timings
+        return out
+
+    def close(self) -> None:
+        for g in self.graphs.graphs.values():
+            closer = getattr(g, 'close', None)
+            if closer is not None:
+                closer()
+        self._captured.clear()
+        self._sized.clear()
+
+    # -- host runner ----------------------------------------------------------------------------------------------
+    def _match_host(self, left, right, plan: ResizePlan):
+        clock = HostClock()
+        l_in, r_in = to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))
+        if self.source.prenormalised:
+            imagenet_normalise(l_in)
+            imagenet_normalise(r_in)
+        clock.mark('preprocess')
+        disp = self._network_host(l_in, r_in, plan.net_hw, clock)
+        out = invalidate(from_network(disp, plan), self.remove_invisible)
+        clock.mark('postprocess')
+        return out, clock.read()
+
+    def _network_host(self, left, right, net_hw, clock) -> np.ndarray:
+        g = self.graphs.graphs
+        a, b = self.source.image_inputs
+        if not self.graphs.two_stage:
+            out = g['single'].run({a: left, b: right})[self.source.disparity_output]
+            clock.mark('feature')
+            clock.times.setdefault('gwc', 0.0)
+            clock.times.setdefault('post', 0.0)
+            return out[0, 0]
+        plan = self._plan(net_hw)
+        feats = g['feature'].run({a: left, b: right})
+        clock.mark('feature')
+        vol = self._host_vol.get(net_hw)
+        if vol is None:
+            vol = self._host_vol[net_hw] = np.empty(plan.gwc_shape, plan.gwc_dtype)
+        gwc_volume_numpy(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups, plan.num_disparities,
+                         plan.normalize, out=vol, threads=self.graphs.gwc_threads)
+        feeds = {n: feats[n].astype(dt, copy=False) for n, dt in plan.post_feeds.items()}
+        feeds[GWC_INPUT] = vol
+        clock.mark('gwc')
+        disp = g['post'].run(feeds)[plan.post_output]
+        clock.mark('post')
+        return disp[0, 0]
+
+    # -- device runner --------------------------------------------------------------------------------------------
+    def _match_device(self, left, right, plan: ResizePlan):
+        dev = self.device
+        with self.torch_inference(), dev.scope():
+            clock = dev.clock()
+            x = self._upload(left, right, plan)
+            clock.mark('preprocess')
+            disp = self._network_device(x, plan.net_hw, clock)
+            out = self._download(disp, plan, clock)
+            dev.synchronize()                       # the one wait: the result is needed on the host
+            timings = clock.read()                   # events are complete now
+        return np.array(out, dtype=np.float32, copy=True) if dev.is_cuda else out, timings
+
+    def torch_inference(self):
+        import torch
+        return torch.inference_mode()
+
+    def _upload(self, left, right, plan: ResizePlan):
+        import torch
+        dev = self.device
+        if not dev.is_cuda:
+            # CPU: letterbox with OpenCV (small torch elementwise ops stall in torch's thread pool on a busy CPU)
+            x = np.concatenate([to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))])
+            if self.source.prenormalised:
+                imagenet_normalise(x)
+            return torch.from_numpy(x)
+        host = self._pinned.get(left.shape)
+        if host is None:  # page-locked staging buffer, reused per image size
+            host = self._pinned[left.shape] = torch.empty((2,) + left.shape, dtype=torch.uint8, pin_memory=True)
+        host[0].numpy()[...] = left
+        host[1].numpy()[...] = right
+        pair = host.to(dev.device, non_blocking=True)                     # the one upload, on our stream
+        x = to_network_torch(pair.permute(0, 3, 1, 2).float(), plan)
+        if self.source.prenormalised:
+            x = (x - self._mean) / self._std
+        return x.contiguous()
+
+    def _download(self, disp, plan: ResizePlan, clock):
+        import torch
+        dev = self.device
+        if not dev.is_cuda:
+            d = disp.detach().float().numpy()[0, 0]
+            out = invalidate(from_network(d, plan), self.remove_invisible)
+            clock.mark('postprocess')
+            return out
+        d = from_network_torch(disp.float(), plan)[0, 0]
+        bad = ~torch.isfinite(d) | (d <= 0)
+        if self.remove_invisible:
+            xs = torch.arange(d.shape[-1], device=d.device, dtype=d.dtype)
+            bad |= (xs - d) < 0
+        d = d.masked_fill(bad, float('nan'))
+        key = ('out',) + tuple(d.shape)
+        host = self._pinned.get(key)
+        if host is None:
+            host = self._pinned[key] = torch.empty(tuple(d.shape), dtype=torch.float32, pin_memory=True)
+        host.copy_(d, non_blocking=True)                                   # the one download, on our stream
+        clock.mark('postprocess')
+        return host.numpy()
+
+    def _network_device(self, x, net_hw, clock):
+        if self.cuda_graph:
+            entry = self._captured.get(net_hw, ())
+            if entry == ():
+                entry = self._captured[net_hw] = self._capture(x, net_hw)
+            if entry is not None:
+                graph, static_in, static_out = entry
+                static_in.copy_(x)
+                graph.replay()
+                clock.mark('network')
+                return static_out
+        return self._stages(x[0:1], x[1:2], net_hw, clock)
+
+    def _capture(self, x, net_hw):
+        """Capture the network stages at `net_hw` into a CUDA graph on our stream; None (logged once) on failure."""
+        import torch
+        dev = self.device
+        try:
+            static_in = x.clone()
+            self._stages(static_in[0:1], static_in[1:2], net_hw, None)   # warm-up: lazy init is not captured
+            dev.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=dev.stream, capture_error_mode='thread_local'):
+                static_out = self._stages(static_in[0:1], static_in[1:2], net_hw, None)
+            dev.synchronize()
+            return graph, static_in, static_out
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: run without a graph
+            log.warning('CUDA graph capture failed at network size %dx%d (%s: %s); running without CUDA graphs for '
+                        'this size (same results, more launch overhead)', net_hw[1], net_hw[0],
+                        type(exc).__name__, exc)
+            try:
+                dev.synchronize()
+            except Exception:  # noqa: BLE001 - a failed capture can leave a sticky error; nothing more to do
+                pass
+            return None
+
+    def _buffers(self, net_hw) -> '_DeviceBuffers':
+        """Prepare every graph for `net_hw` once (engine builds, buffer binding) and plan the volume buffer."""
+        bufs = self._sized.get(net_hw)
+        if bufs is not None:
+            return bufs
+        import torch
+        g = self.graphs.graphs
+        if not self.graphs.two_stage:
+            g['single'].prepare(net_hw, {})
+            bufs = _DeviceBuffers(None, None)
+        else:
+            plan = self._plan(net_hw)
+            feats = g['feature'].prepare(net_hw, {})
+            post_in = g['post'].prepare(net_hw, feats)
+            vol = post_in.get(GWC_INPUT)
+            if vol is None:
+                vol = torch.empty(plan.gwc_shape, dtype=getattr(torch, plan.gwc_dtype.name),
+                                  device=self.device.device)
+            bufs = _DeviceBuffers(plan, vol)
+        self._sized[net_hw] = bufs
+        return bufs
+
+    def _stages(self, left, right, net_hw, clock):
+        """[1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor (on the current stream)."""
+        import torch
+        bufs = self._buffers(net_hw)
+        g = self.graphs.graphs
+        a, b = self.source.image_inputs
+        mark = clock.mark if clock is not None else (lambda stage: None)
+        if bufs.plan is None:
+            out = g['single'].run({a: left, b: right}, net_hw)[self.source.disparity_output]
+            mark('feature')
+            return out
+        plan = bufs.plan
+        feats = g['feature'].run({a: left, b: right}, net_hw)
+        mark('feature')
+        gwc_volume_tensor(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups, plan.num_disparities,
+                          plan.normalize, out=bufs.volume)
+        if plan.post_feeds is None:           # the post stage takes every feature as it comes (torch modules)
+            feeds = dict(feats)
+        else:
+            feeds = {}
+            for n, dt in plan.post_feeds.items():
+                want = getattr(torch, np.dtype(dt).name)
+                feeds[n] = feats[n] if feats[n].dtype == want else feats[n].to(want)
+        feeds[GWC_INPUT] = bufs.volume
+        mark('gwc')
+        disp = g['post'].run(feeds, net_hw)[plan.post_output]
+        mark('post')
+        return disp
+
+
+    def _plan(self, net_hw):
+        return self.graphs.plan(net_hw) if self.graphs.plan is not None else stage_plan(self.source, net_hw)
+
+
+@dataclass
+class _DeviceBuffers:
+    plan: object          # StagePlan (two-stage) or None (one graph)
+    volume: object        # the correlation-volume tensor the post graph reads (its own input buffer if it has one)
