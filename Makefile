@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: venv
 
 test: venv
 	$(VPY) -m pytest -q test
+
+# Every GPU claim in one command, on a machine with CUDA + PyTorch (no venv, ROS or package index needed there):
+# writes out/gpu-check.json and prints a table; without CUDA it says so and exits 0.
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PY) tools/gpu_check.py $(GPU_CHECK_ARGS)
 
 bench: venv
 	$(VENV)/bin/ffs-ros bench --size 640x480

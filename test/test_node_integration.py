@@ -252,3 +252,33 @@ def test_diagnostics_error_when_no_pairs_arrive(ros_context, spin_nodes, make_pl
         s.name == 'stereo_node: input' and s.level == b'\x02' and 'no synchronized pairs' in s.message
         for s in a.status), timeout=10)
     assert diag is not None
+
+
+def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(ros_context, spin_nodes, make_player):
+    """The first camera_info tells the node the input size: the matcher builds its engines then (in the
+    background, once per size), not when the first pair arrives."""
+    import threading
+
+    from ffs_ros.inference import load_matcher
+
+    class Preparing(type(load_matcher(None, 'sgbm'))):
+        def __init__(self):
+            super().__init__(max_disparity=64)
+            self.prepared = []
+            self.done = threading.Event()
+
+        def prepare(self, in_hw):
+            self.prepared.append(tuple(in_hw))
+            self.done.set()
+    m = Preparing()
+    ns = f'/itest{next(_ns)}'
+    node = make_node(ros_context, spin_nodes, ns, matcher=m)
+    player = make_player(namespace=ns)
+    assert player.wait_connected(node)
+    left, right, li, ri = plane_msgs()
+    player.send(node, left, right, li, ri, stamp_ns=5_000_000_123)
+    assert m.done.wait(10.0) and m.prepared[0] == (H, W)
+    assert player.out['disparity'].wait_for(lambda msg: True) is not None
+    player.send(node, left, right, li, ri, stamp_ns=6_000_000_123)
+    player.out['disparity'].wait_for(lambda msg: msg.header.stamp.sec == 6)
+    assert m.prepared == [(H, W)]

@@ -37,8 +37,11 @@ class _Enum:
         return f'<{self.name}>'
 
 
-def make_trt(version: str = '10.3.0', **behaviour):
-    """A fresh stand-in module. `behaviour`: fail_build, fail_context, non_linear (tensor name), reject_address."""
+def make_trt(version: str = '10.3.0', executor=None, **behaviour):
+    """A fresh stand-in module. `behaviour`: fail_build, fail_context, non_linear (tensor name), reject_address.
+
+    `executor(context, stream_handle) -> bool` replaces how an engine computes (default: its ONNX through ONNX
+    Runtime on the CPU buffers at the bound addresses); tools/gpu_check.py runs torch modules on CUDA with it."""
     major = int(version.split('.')[0])
     trt = types.ModuleType('tensorrt')
     trt.__version__ = version
@@ -193,6 +196,7 @@ def make_trt(version: str = '10.3.0', **behaviour):
         def __init__(self, engine, strategy):
             self.engine, self.strategy = engine, strategy
             self.addr, self.shapes, self.memory = {}, {}, None
+            self._out_key, self._out = None, {}
             rec['contexts'].append(self)
 
         def set_input_shape(self, name, shape):
@@ -208,8 +212,17 @@ def make_trt(version: str = '10.3.0', **behaviour):
             return [t.name for t in self.engine.graph.inputs if not t.fixed and t.name not in self.shapes]
 
         def get_tensor_shape(self, name):
-            feeds = {t.name: np.zeros(self.shapes.get(t.name, t.shape), t.dtype) for t in self.engine.graph.inputs}
-            return self.engine.session.run([name], feeds)[0].shape
+            key = tuple(sorted(self.shapes.items()))
+            if self._out_key != key:       # run the graph once on zeros to learn every output shape
+                feeds = {t.name: np.zeros(self.shapes.get(t.name, t.shape), t.dtype) for t in self.engine.graph.inputs}
+                names = [t.name for t in self.engine.graph.outputs]
+                self._out = {n: v.shape for n, v in zip(names, self.engine.session.run(names, feeds))}
+                self._out_key = key
+            return self._out[name]
+
+        def get_output_shape(self, name):
+            """(stand-in only) the shape get_tensor_shape resolved for an output."""
+            return self._out[name]
 
         def update_device_memory_size_for_shapes(self):
             return 1 << 20
@@ -231,6 +244,8 @@ def make_trt(version: str = '10.3.0', **behaviour):
                 return False       # stand-in: the default stream is refused
             if self.strategy is trt.ExecutionContextAllocationStrategy.USER_MANAGED and self.memory is None:
                 return False
+            if executor is not None:
+                return executor(self, stream_handle)
             g = self.engine.graph
             feeds = {t.name: _read(self.addr[t.name], self.shapes.get(t.name, t.shape), t.dtype) for t in g.inputs}
             names = [t.name for t in g.outputs]

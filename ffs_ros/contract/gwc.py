@@ -119,8 +119,8 @@ def gwc_volume_into(left, right, num_groups: int, max_disp: int, normalize: bool
     [B, G, D, H, W] tensor in the dtype the post graph takes (float16 or float32), or None for a new float32 one.
     The same banded matrix products as :func:`gwc_volume_numpy`: per image row of every group, the [W, C/G] left
     features times the [C/G, W+D-1] right features (zero-padded by D-1 columns on the left) give every dot product
-    the volume needs on a band of diagonals; a strided view reads the D diagonals out and one copy writes them (and
-    the cast) into `out`. Rows are processed in chunks of at most `max_elements` products (64 M floats = 256 MB by
+    the volume needs on a band of diagonals; a strided view reads the D diagonals out, only they are divided by
+    the norm products, and one copy writes them (and the cast) into `out`. Rows are processed in chunks of at most `max_elements` products (64 M floats = 256 MB by
     default) so the temporary stays bounded at large sizes; with the usual sizes (640x480: 960 rows) it is one
     chunk, i.e. a handful of kernels and no Python loop over disparities.
     """
@@ -148,12 +148,13 @@ def gwc_volume_into(left, right, num_groups: int, max_disp: int, normalize: bool
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
         prod = torch.bmm(lt[r0:r1], rt[r0:r1])      # [n, W, W+D-1]; prod[n, x, k] pairs left x with padded k
-        if normalize:
-            prod /= ln[r0:r1, :, None] * rn[r0:r1, None, :] + EPS
         n = r1 - r0
         s_n, s_x, s_k = prod.stride()
-        # diag[n, j, x] = prod[n, x, x + j] = V at disparity D-1-j
+        # diag[n, j, x] = prod[n, x, x + j] = V at disparity D-1-j (a strided view, no copy)
         diag = prod.as_strided((n, d, w), (s_n, s_k, s_x + s_k))
+        if normalize:   # only the D diagonals are divided: den[n, j, x] = |L(x)| |Rpad(x + j)| + eps
+            den = ln[r0:r1, None, :] * rn[r0:r1].unfold(1, d, 1).transpose(1, 2)
+            diag = diag / (den + EPS)
         _write_rows(out_rows, diag.flip(1), r0, r1, g, h)
     return out
 

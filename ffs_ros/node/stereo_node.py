@@ -15,6 +15,7 @@ diagnostics ERROR, the frame dropped, the next good pair processed.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 from typing import Optional
@@ -109,6 +110,7 @@ class StereoNode(Node):
         self._log_last: dict[str, float] = {}
         self._last_stamp = [None, None]
         self._infos: list[Optional[CameraInfo]] = [None, None]
+        self._prepared: set = set()
         self.bad_frames = 0
 
         qin = make_qos(v['input_qos'], v['queue_size'])
@@ -139,6 +141,31 @@ class StereoNode(Node):
     # ---------------- executor thread ----------------
     def _on_info(self, side: int, msg: CameraInfo) -> None:
         self._infos[side] = msg
+        if side == LEFT:
+            self._prepare_for((int(msg.height), int(msg.width)))
+
+    def _prepare_for(self, hw: tuple) -> None:
+        """Once per camera size: let the matcher get ready (TensorRT builds its engines) in the background, so the
+        first pair does not block for minutes; pairs arriving meanwhile wait for it (latest pair wins)."""
+        if hw in self._prepared or hw[0] < 1 or hw[1] < 1:
+            return
+        self._prepared.add(hw)
+        logger = self.get_logger()
+
+        def run():
+            t0 = time.monotonic()
+            try:
+                self.matcher.prepare(hw)
+            except Exception as e:  # noqa: BLE001 - the first pair reports it again through the normal path
+                logger.error(f'preparing the matcher for {hw[1]}x{hw[0]} failed: {e}')
+                return
+            if time.monotonic() - t0 > 1.0:
+                logger.info(f'matcher ready for {hw[1]}x{hw[0]} after {time.monotonic() - t0:.1f} s')
+        if type(self.matcher).prepare is not StereoMatcher.prepare:
+            note = ' (TensorRT engines are built now unless cached: this can take minutes)' \
+                if self.matcher.info.backend == 'tensorrt' else ''
+            logger.info(f'preparing the matcher for {hw[1]}x{hw[0]} images{note}')
+            threading.Thread(target=run, name=f'{self.get_name()}-prepare', daemon=True).start()
 
     def _on_image(self, side: int, msg: Image) -> None:
         t = stamp_ns(msg)
