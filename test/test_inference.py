@@ -322,3 +322,14 @@ def test_onnxruntime_tensorrt_ep_gets_an_existing_cache_folder(tmp_path, monkeyp
     assert name == 'TensorrtExecutionProvider' and (tmp_path / 'a' / 'b' / 'onnxruntime').is_dir()
     assert opts['trt_engine_cache_path'] == str(tmp_path / 'a' / 'b' / 'onnxruntime')
     assert opts['trt_timing_cache_enable'] is True and opts['user_compute_stream'] == '7'
+
+
+def test_results_do_not_alias_the_networks_buffers(random_model):
+    """The device runner's graphs keep persistent output buffers: a returned disparity must stay as it was when
+    the next frame runs."""
+    feat, post, d, norm = random_model
+    m = load_matcher(d, 'onnxruntime', device='cpu', io_binding=True)
+    a = m(*shifted_pair(64, 128, 8, seed=2))
+    kept = a.copy()
+    m(*shifted_pair(64, 128, 4, seed=5))
+    np.testing.assert_array_equal(a, kept)

@@ -251,7 +251,10 @@ class NetworkMatcher(StereoMatcher):
         dev = self.device
         if not dev.is_cuda:
             d = disp.detach().float().numpy()[0, 0]
-            out = invalidate(from_network(d, plan), self.remove_invisible)
+            out = from_network(d, plan)
+            if np.shares_memory(out, d):     # a graph's output buffer: the next frame would overwrite it
+                out = out.copy()
+            out = invalidate(out, self.remove_invisible)
             clock.mark('postprocess')
             return out
         d = from_network_torch(disp.float(), plan)[0, 0]
