@@ -24,7 +24,6 @@ _POOL: ThreadPoolExecutor | None = None
 
 def gwc_volume_torch(left, right, num_groups: int, max_disp: int, normalize: bool = True):
     """left, right: torch tensors [B, C, H, W] -> volume [B, G, D, H, W] (float32)."""
-    import torch
     b, c, h, w = left.shape
     if c % num_groups:
         raise ValueError(f'{c} feature channels cannot be split into {num_groups} groups')
@@ -120,9 +119,10 @@ def gwc_volume_into(left, right, num_groups: int, max_disp: int, normalize: bool
     The same banded matrix products as :func:`gwc_volume_numpy`: per image row of every group, the [W, C/G] left
     features times the [C/G, W+D-1] right features (zero-padded by D-1 columns on the left) give every dot product
     the volume needs on a band of diagonals; a strided view reads the D diagonals out, only they are divided by
-    the norm products, and one copy writes them (and the cast) into `out`. Rows are processed in chunks of at most `max_elements` products (64 M floats = 256 MB by
-    default) so the temporary stays bounded at large sizes; with the usual sizes (640x480: 960 rows) it is one
-    chunk, i.e. a handful of kernels and no Python loop over disparities.
+    the norm products, and one copy writes them (and the cast) into `out`. Rows are processed in chunks of at most
+    `max_elements` products (64 M floats = 256 MB by default) so the temporary stays bounded at large sizes; with
+    the usual sizes (640x480: 960 rows) it is one chunk, i.e. a handful of kernels and no Python loop over
+    disparities.
     """
     import torch
     b, c, h, w = left.shape

@@ -5,8 +5,8 @@ here, once:
 
 * **plan** -- fit the camera image to the network size (:mod:`.letterbox`);
 * **preprocess** -- letterbox, NCHW float, ImageNet normalisation for the single-engine contract;
-* **network** -- the contract's wiring: ``feature`` graph -> group-wise correlation volume -> ``post`` graph (two-stage),
-  or one graph (``single`` / ``plugin``);
+* **network** -- the contract's wiring: ``feature`` graph -> group-wise correlation volume -> ``post`` graph
+  (two-stage), or one graph (``single`` / ``plugin``);
 * **postprocess** -- crop, resize back, scale, invalidate (NaN where no match is possible).
 
 Two runners share that sequence. On the **host** (numpy; ONNX Runtime on a CPU) OpenCV does the letterbox and the

@@ -284,12 +284,7 @@ def build_engines_for(source, out=None, precision: str = 'fp16', net_size=None, 
                       force=True, plugin_library=None, cache=None, trt=None) -> dict:
     """Build every engine of `source` (for `ffs-ros build-engine`); role -> engine path."""
     from ..contract import graph_input_shapes
-    trt = trt or import_tensorrt()
-    if source.kind not in ('two_stage', 'single', 'plugin'):
-        raise ValueError(f'build-engine needs an ONNX model; {source.describe()} is not. Export it first '
-                         f'(`ffs-ros export`)')
-    init_tensorrt(trt, plugin_library)
-    check_plugin(trt, source, plugin_library)
+    trt = tensorrt_for(source, plugin_library, trt)
     net_hw = source.network_size or net_size
     if net_hw is None:
         raise ValueError(f'{source.describe()} has symbolic height/width; pass --size WxH (multiples of 32) to fix '
@@ -308,6 +303,18 @@ def build_engines_for(source, out=None, precision: str = 'fp16', net_size=None, 
             result[role] = ensure_engine(onnx_path, shapes, precision, force=force, cache=cache,
                                          workspace_gb=workspace_gb, opt_level=opt_level, trt=trt)
     return result
+
+
+def tensorrt_for(source, plugin_library=None, trt=None):
+    """TensorRT ready for `source`: imported, plugin libraries and standard plugins registered, the model an ONNX
+    export (and, for the plugin export, its plugin registered). Returns the tensorrt module."""
+    trt = trt or import_tensorrt()
+    if source.kind not in ('two_stage', 'single', 'plugin'):
+        raise ValueError(f'TensorRT builds engines from ONNX; {source.describe()} is not ONNX. Export it with '
+                         f'`ffs-ros export`, or use backend torch')
+    init_tensorrt(trt, plugin_library)
+    check_plugin(trt, source, plugin_library)
+    return trt
 
 
 def check_plugin(trt, source, plugin_library) -> None:

@@ -18,8 +18,7 @@ from pathlib import Path
 from ..contract import ModelSource, graph_input_shapes
 from .device import Device
 from .network import Graphs
-from .tensorrt_build import (ALTERNATIVES, TensorRTUnavailable, check_plugin, ensure_engine, import_tensorrt,
-                             init_tensorrt, trt_runtime)
+from .tensorrt_build import ALTERNATIVES, TensorRTUnavailable, ensure_engine, tensorrt_for, trt_runtime
 
 log = logging.getLogger('ffs_ros.tensorrt')
 
@@ -262,12 +261,7 @@ def tensorrt_graphs(source: ModelSource, device=None, precision: str = 'fp16', w
                     opt_level: int = 3, force_engine_update: bool = False, engine_cache_dir=None,
                     plugin_library=None, trt=None, stream=None) -> Graphs:
     """The graphs of `source` as TensorRT engines (built/cached on first use per network size, or in prepare())."""
-    trt = trt or import_tensorrt()
-    if source.kind not in ('two_stage', 'single', 'plugin'):
-        raise ValueError(f'backend tensorrt builds engines from ONNX; {source.describe()} is not ONNX. Export '
-                         f'it with `ffs-ros export`, or use backend torch')
-    init_tensorrt(trt, plugin_library)
-    check_plugin(trt, source, plugin_library)
+    trt = tensorrt_for(source, plugin_library, trt)
     dev = Device(device or 'cuda', stream=stream)
     _require_cuda(dev)
     memory = SharedActivationMemory(dev)
