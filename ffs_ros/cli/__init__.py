@@ -13,6 +13,7 @@ COMMANDS = {
     'bench': ('ffs_ros.cli.bench', 'per-stage timings of the processing path (no DDS)'),
     'infer': ('ffs_ros.cli.infer', 'disparity/depth/cloud for one stereo pair from image files'),
     'build-engine': ('ffs_ros.cli.build_engine', 'build a TensorRT engine from a model'),
+    'bag': ('ffs_ros.cli.bag', 'process a recorded rosbag2 (sqlite3 or MCAP) offline, every pair, into a new bag'),
     'export': ('ffs_ros.cli.export', 'export a trained checkpoint to the two-stage ONNX contract'),
     'train': ('ffs_ros.cli.train', 'train our own FFS-family model on generated scenes'),
     'eval': ('ffs_ros.cli.eval', 'accuracy (EPE, bad-1/2, D1) against ground truth, beside SGBM'),
