@@ -22,7 +22,7 @@ def test_demo_writes_outputs_and_reports(tmp_path):
     import cv2
     out = tmp_path / 'demo'
     r = run_demo(tmp_path, '--frames', '12', '--size', '320x240', '--max-disparity', '64', '--scenes', '1',
-                 '--rate', '15', '--backend', 'sgbm', '--out', str(out))
+                 '--rate', '15', '--backend', 'sgbm', '--out', str(out), '--record', str(tmp_path / 'played'))
     assert r.returncode == 0, r.stdout + r.stderr
     for row in ('pairs in (played)', 'pairs out (published)', 'dropped', 'match ms p50 / p95',
                 'cloud ms p50 / p95', 'end-to-end latency ms', 'depth error', 'RSS start'):
@@ -46,6 +46,14 @@ def test_demo_writes_outputs_and_reports(tmp_path):
     assert 0.3 * 320 * 240 < n <= 320 * 240 and len(body) == n * 15
     z = np.frombuffer(body, dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('c', 'u1', 3)])['z']
     assert np.all(np.isfinite(z)) and np.all(z > 0)
+    # --record wrote what was played: a sample bag that `ffs-ros bag` processes completely (no drops offline)
+    from ffs_ros.cli import main
+    assert main(['bag', str(tmp_path / 'played'), '--out', str(tmp_path / 'processed'), '--backend', 'sgbm',
+                 '--max-disparity', '64', '--quiet']) == 0
+    from rosbags.rosbag2 import Reader
+    with Reader(tmp_path / 'processed') as bag:
+        counts = {c.topic: c.msgcount for c in bag.connections}
+    assert counts['/left/image_rect'] == counts['/disparity'] == counts['/points2'] == 12
 
 
 def test_demo_bad_backend_exits_with_message(tmp_path):

@@ -34,6 +34,10 @@ def add_arguments(p) -> None:
     p.add_argument('--scenes', type=int, default=6, help='distinct generated scenes, played in a loop')
     p.add_argument('--max-disparity', type=float, default=128.0, help='max disparity (px) of node and scenes')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--record', default=None, metavar='BAG',
+                   help='also write the played stereo topics (/left/image_rect, /right/image_rect, '
+                        '/left/camera_info, /right/camera_info) to this new MCAP rosbag2 directory: a sample bag '
+                        'for `ffs-ros bag` without a camera')
 
 
 def rss_mb() -> float:
@@ -139,6 +143,29 @@ class Recorder:
                 del self.errors[:-4096]
 
 
+class BagRecorder:
+    """The demo's camera topics into an MCAP rosbag2 (rosbags; rclpy's CDR serialisation)."""
+
+    def __init__(self, path) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+        self.typestore = get_typestore(Stores.ROS2_JAZZY)
+        self.writer = Writer(Path(path), version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.path = path
+        self.conns: dict = {}
+
+    def write(self, topic: str, msg, log_ns: int) -> None:
+        from rclpy.serialization import serialize_message
+        if topic not in self.conns:
+            msgtype = 'sensor_msgs/msg/CameraInfo' if topic.endswith('camera_info') else 'sensor_msgs/msg/Image'
+            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+        self.writer.write(self.conns[topic], log_ns, serialize_message(msg))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def run(args) -> int:
     from ..node.transport import use_shm_profile
     profile = use_shm_profile()                       # before the first DDS participant exists
@@ -235,6 +262,7 @@ def run(args) -> int:
         print(f'playing {args.frames} pairs at {args.rate:g} Hz through stereo_node '
               f'({info.backend} on {info.device}); Fast DDS profile {profile}', flush=True)
 
+        recorder = BagRecorder(args.record) if args.record else None
         period = 1.0 / args.rate
         # RSS settles during the first ~30 pairs (matcher/allocator per-thread buffers, DDS sample
         # pools); growth is measured from here, so that it shows leaks rather than first use
@@ -255,6 +283,8 @@ def run(args) -> int:
             for topic, m in (('left/camera_info', li), ('right/camera_info', ri),
                              ('left/image_rect', left), ('right/image_rect', right)):
                 pubs[topic].publish(m)
+                if recorder is not None:
+                    recorder.write('/' + topic, m, st)
             if i + 1 == warmup:
                 node.wait_idle(30)
                 rss_warm = rss_mb()
@@ -263,6 +293,9 @@ def run(args) -> int:
             t_next += period
             time.sleep(max(0.0, t_next - time.monotonic()))
         play_s = time.monotonic() - t_play0
+        if recorder is not None:
+            recorder.close()
+            print(f'recorded the played topics to {args.record} (try: ffs-ros bag {args.record} --out OUT)')
         node.wait_idle(60)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and rec.last_stamp != st and node.health.published_total:
