@@ -9,10 +9,24 @@ import numpy as np
 from .base import MatcherInfo, StereoMatcher, check_pair
 
 
+class ImageTooNarrow(ValueError):
+    """The pair is narrower than OpenCV's SGBM can handle with this disparity range.
+
+    Carries `problem` and `fix` like the pipeline's InputError (which the pipeline turns it
+    into), so the node refuses the frame as bad input instead of reporting an internal error.
+    """
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f'{problem}; fix: {fix}')
+
+
 class SGBMMatcher(StereoMatcher):
     """StereoSGBM (3-way), block 5, left-right consistency check, speckle filtering.
 
-    `max_disparity` is rounded up to a multiple of 16 as OpenCV requires.
+    `max_disparity` is rounded up to a multiple of 16 as OpenCV requires. Images must be wider
+    than that range (`min_width`): narrower pairs raise ImageTooNarrow before OpenCV sees them.
     """
 
     def __init__(self, max_disparity: int = 192, block_size: int = 5, uniqueness: int = 10,
@@ -38,11 +52,39 @@ class SGBMMatcher(StereoMatcher):
         )
 
     @property
+    def min_width(self) -> int:
+        """Narrowest image width (px) this matcher accepts: numDisparities + 1.
+
+        Measured with OpenCV 5.0 (minDisparity 0, SGBM_3WAY, block sizes 1..51, heights 1..16, each
+        width in its own process): width == numDisparities - 1 crashes the process (SIGSEGV, or
+        SIGABRT from a heap check), width <= numDisparities otherwise raises cv2.error (a bogus
+        18-exabyte allocation or the buffer_area assertion), every width > numDisparities works.
+        The block size plays no part in that limit.
+        """
+        return self.num_disparities + 1
+
+    def check_width(self, width: int) -> None:
+        """Raise ImageTooNarrow unless `width` px can be matched (see min_width)."""
+        if width >= self.min_width:
+            return
+        fits = (width - 1) // 16 * 16   # the largest disparity range that fits this width
+        if fits >= 16:
+            fix = (f'set max_disparity to {fits}.0 or less (sgbm rounds it up to a multiple of 16 and '
+                   f'needs a range narrower than the image), or publish wider images')
+        else:
+            fix = 'publish images at least 17 px wide (sgbm cannot match narrower ones at all)'
+        raise ImageTooNarrow(
+            f'image width {width} px is too narrow for backend sgbm with a {self.num_disparities}-px '
+            f'disparity range (max_disparity rounded up to a multiple of 16); it needs images at '
+            f'least {self.min_width} px wide', fix)
+
+    @property
     def info(self) -> MatcherInfo:
         return MatcherInfo(backend='sgbm', device='cpu', model=f'OpenCV StereoSGBM (D={self.num_disparities})')
 
     def match(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         check_pair(left, right)
+        self.check_width(left.shape[1])  # never hand OpenCV a size it crashes on
         t0 = time.perf_counter()
         raw = self._sgbm.compute(left, right)  # int16, 4 fractional bits; invalid = -16
         disp = raw.astype(np.float32) * (1.0 / 16.0)
