@@ -9,12 +9,18 @@ ROS wiring only; the processing lives in ffs_ros.pipeline (tested without ROS):
 - the worker thread runs StereoPipeline.process for the newest pair only (older waiting pairs are
   dropped and counted) and publishes the outputs someone subscribes to;
 - a timer publishes /diagnostics (~1 Hz) from NodeHealth.
+Stopping (SIGINT / SIGTERM, see main()): nothing is published once shutdown begins, a frame still
+in the matcher is abandoned (its result dropped), and the process exits 0 within about a second,
+even while a native matcher call (ONNX Runtime, OpenCV, torch) is still running.
 Bad input never crashes the node: a throttled log line naming the problem and the fix, a
 diagnostics ERROR, the frame dropped, the next good pair processed.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Optional
@@ -81,6 +87,10 @@ class StereoNode(Node):
         super().__init__(node_name, **node_kwargs)
         self._worker: Optional[LatestWorker] = None
         self.matcher: Optional[StereoMatcher] = None
+        # shutdown: set under _publish_lock, so no publish starts (or is half-way) once it is set
+        self._closing = False
+        self._publish_lock = threading.Lock()
+        self.worker_abandoned = False   # the worker was still in the matcher when the node stopped
         try:
             self._setup(matcher)
         except BaseException:
@@ -172,7 +182,9 @@ class StereoNode(Node):
 
     def publish_diagnostics(self) -> None:
         statuses = self.health.report(sync_failures=self._sync.sync_failures, dropped=self.dropped)
-        self.pub_diag.publish(to_msg(statuses, self.get_clock().now().to_msg()))
+        with self._publish_lock:
+            if not self._closing:
+                self.pub_diag.publish(to_msg(statuses, self.get_clock().now().to_msg()))
 
     # ---------------- any thread ----------------
     def report_bad_input(self, key: str, problem: str, fix: str) -> None:
@@ -195,25 +207,31 @@ class StereoNode(Node):
 
     def _process(self, item) -> None:
         left, right, linfo, rinfo = item
+        if self._closing:
+            return
         wanted = self.wanted()
         if not (wanted.disparity or wanted.depth or wanted.cloud or wanted.color):
             return  # nobody listens: do not spend the matcher on it
         try:
             out = self.pipeline.process(left, right, linfo, rinfo, wanted)
         except InputError as e:
-            self.report_bad_input(e.problem, e.problem, e.fix)
+            if not self._closing:
+                self.report_bad_input(e.problem, e.problem, e.fix)
             return
-        t0 = time.perf_counter()
-        if out.disparity is not None:
-            self.pub_disparity.publish(out.disparity)
-        if out.depth is not None:
-            self.pub_depth.publish(out.depth)
-        if out.depth_info is not None:
-            self.pub_depth_info.publish(out.depth_info)
-        if out.cloud is not None:
-            self.pub_points.publish(out.cloud)
-        if out.disparity_color is not None:
-            self.pub_color.publish(out.disparity_color)
+        with self._publish_lock:
+            if self._closing:
+                return  # shutdown began while this frame was in the matcher: abandon its result
+            t0 = time.perf_counter()
+            if out.disparity is not None:
+                self.pub_disparity.publish(out.disparity)
+            if out.depth is not None:
+                self.pub_depth.publish(out.depth)
+            if out.depth_info is not None:
+                self.pub_depth_info.publish(out.depth_info)
+            if out.cloud is not None:
+                self.pub_points.publish(out.cloud)
+            if out.disparity_color is not None:
+                self.pub_color.publish(out.disparity_color)
         timings = dict(out.timings)
         timings['publish'] = (time.perf_counter() - t0) * 1e3
         now_ns = self.get_clock().now().nanoseconds
@@ -221,6 +239,8 @@ class StereoNode(Node):
         self.health.published(timings, age, (left.height, left.width))
 
     def _on_worker_error(self, exc: BaseException, item) -> None:
+        if self._closing:
+            return  # whatever the abandoned frame ran into while the node stops is not a failure
         problem = f'{type(exc).__name__}: {exc}'
         self.health.processing_error(problem)
         now = time.monotonic()
@@ -246,39 +266,105 @@ class StereoNode(Node):
     def wait_idle(self, timeout: float = 5.0) -> bool:
         return self._worker.wait_idle(timeout)
 
-    def destroy_node(self) -> None:
+    def begin_shutdown(self, reason: Optional[str] = None) -> None:
+        """Stop publishing: from here on no output or diagnostics message is published and the
+        frame in the matcher (if any) is abandoned. Waits only for a publish already under way
+        (milliseconds). Logs `reason` at INFO when given (once). Idempotent."""
+        with self._publish_lock:
+            already = self._closing
+            self._closing = True
         if self._worker is not None:
-            self._worker.stop()
+            self._worker.stop(timeout=0.0)   # drop a waiting pair; the thread ends after its frame
+        if reason and not already:
+            busy = self._worker is not None and self._worker.busy
+            self.get_logger().info(reason + ('; the frame in progress is abandoned' if busy else ''))
+
+    def destroy_node(self, worker_timeout: float = 5.0) -> None:
+        """Stop the worker (waiting up to `worker_timeout` s for the frame in progress) and release
+        the matcher. A worker still inside the matcher after that is left running (a daemon
+        thread; its result is dropped) and the matcher is not closed under it: see main()."""
+        self.begin_shutdown()
+        if self._worker is not None:
+            self.worker_abandoned = not self._worker.stop(timeout=worker_timeout)
             self._worker = None
         try:
-            if self.matcher is not None:
+            if self.matcher is not None and not self.worker_abandoned:
                 self.matcher.close()
                 self.matcher = None
         finally:
             super().destroy_node()
 
 
-def main(argv=None) -> int:
-    """Entry point of `stereo_node` / `ros2 run ffs_ros stereo_node`."""
+# How long main() waits, after SIGINT/SIGTERM, for a frame in the matcher before abandoning it.
+STOP_WORKER_TIMEOUT_S = 0.5
+
+
+def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
+    """Entry point of `stereo_node` / `ros2 run ffs_ros stereo_node` (`matcher`: injected by tests).
+
+    SIGINT and SIGTERM are handled here, not by rclpy: rclpy's handlers invalidate the context at
+    once, while the worker may be about to publish (RCLError "publisher's context is invalid").
+    Ours only end the spin loop; then publishing stops (StereoNode.begin_shutdown, one INFO
+    line), the worker gets STOP_WORKER_TIMEOUT_S to finish its frame (its result is dropped), and
+    the node and the context are shut down. Returns 0 after a signal, 2 for bad parameters.
+    When the worker is still inside the matcher (a native call cannot be interrupted), the
+    process ends with os._exit(0) instead of returning: see _exit_now().
+    """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    rclpy.init(args=sys.argv if argv is None else argv)
+    from rclpy.signals import SignalHandlerOptions
+    rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
-        node = StereoNode()
+        node = StereoNode(matcher=matcher)
     except P.ParamError as e:
         print(f'stereo_node: {e}', file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    received: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        # Python runs signal handlers between bytecodes of the main thread, i.e. when spin_once
+        # returns: the timeout bounds the reaction time to a signal
+        while not received and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        why = signal.Signals(received[0]).name if received else 'shutdown'
+        node.begin_shutdown(f'stopping on {why}')
         executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        node.destroy_node(worker_timeout=STOP_WORKER_TIMEOUT_S)
+        rclpy.try_shutdown()   # also flushes and closes the ROS log files
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if node.worker_abandoned:
+        _exit_now(0)
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once, without interpreter finalisation and C++ static destructors.
+
+    Used only when the worker thread is still inside the matcher at exit. A normal exit then
+    aborts: measured with the default ONNX Runtime model at 1600x1200, a frame still running
+    when main() returned ended the process with "terminate called without an active exception"
+    (SIGABRT, exit -6): the exit-time teardown destroys native threading state (a joinable
+    std::thread) that the running native call still owns. The call cannot be interrupted, and a
+    daemon Python thread alone does not help because the thread is inside native code, so we
+    skip the teardown. Everything worth keeping is done by now: outputs stopped, rclpy shut down
+    (which flushes the ROS log files); the Python streams are flushed here.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not turn a clean stop into a traceback
+            pass
+    os._exit(code)
 
 
 if __name__ == '__main__':
