@@ -1,13 +1,15 @@
 """stereo_node: rectified stereo pairs in; disparity, depth and point clouds out.
 
 ROS wiring only; the processing lives in ffs_ros.pipeline (tested without ROS):
-- subscriptions (executor thread): left/right image_rect go through the synchronizer
-  (message_filters on a distro, our StereoSynchronizer on pip installs); the
-  camera infos are only cached (latest per side), never part of the sync. A synchronized pair is
-  checked for what needs topics or time (camera_info not yet received, stamps going backwards)
-  and handed to the LatestWorker, which returns at once;
-- the worker thread runs StereoPipeline.process for the newest pair only (older waiting pairs are
-  dropped and counted) and publishes the outputs someone subscribes to;
+- subscriptions (executor thread): left/right image_rect are checked for stamps going backwards
+  (a jump far ahead is accepted as the new timeline only when the next image confirms it) and go
+  through the synchronizer (message_filters on a distro, our StereoSynchronizer on pip installs);
+  the camera infos are only cached (the last few per side, by stamp), never part of the sync. A
+  synchronized pair is handed to the LatestWorker, which returns at once;
+- the worker thread looks up the camera infos of the pair's stamps (waiting up to
+  camera_info_wait_seconds for them: drivers usually publish each image before its info, falling
+  back to the latest info), runs StereoPipeline.process for the newest pair only (older waiting
+  pairs are dropped and counted) and publishes the outputs someone subscribes to;
 - a timer publishes /diagnostics (~1 Hz) from NodeHealth.
 Stopping (SIGINT / SIGTERM, see main()): nothing is published once shutdown begins, a frame still
 in the matcher is abandoned (its result dropped), and the process exits 0 within about a second,
@@ -23,6 +25,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from typing import Optional
 
 import rclpy
@@ -120,8 +123,18 @@ class StereoNode(Node):
             'network resolution': (f'{info.resolution[1]}x{info.resolution[0]}' if info.resolution
                                    else 'any (native)')}
         self._log_last: dict[str, float] = {}
-        self._last_stamp = [None, None]
+        self._last_stamp = [None, None]          # per side: reference for "stamps going backwards"
+        self._jump_stamp = [None, None]          # per side: a stamp far ahead, not yet confirmed
+        self._max_jump_ns = int(round(v['max_stamp_jump_seconds'] * 1e9))
+        # camera infos: latest per side, and the last INFO_CACHE per side as (stamp_ns, msg)
         self._infos: list[Optional[CameraInfo]] = [None, None]
+        self._info_cache = (deque(maxlen=INFO_CACHE), deque(maxlen=INFO_CACHE))
+        self._info_by_stamp = [False, False]     # per side: infos carry their image's stamp
+        self._info_cond = threading.Condition()
+        self._info_wait = v['camera_info_wait_seconds']
+        self._no_info_since: Optional[float] = None
+        self._no_info_pairs = 0
+        self._frame_id_warned = False
         self.bad_frames = 0
 
         qin = make_qos(v['input_qos'], v['queue_size'])
@@ -151,14 +164,35 @@ class StereoNode(Node):
 
     # ---------------- executor thread ----------------
     def _on_info(self, side: int, msg: CameraInfo) -> None:
-        self._infos[side] = msg
+        with self._info_cond:
+            self._infos[side] = msg
+            self._info_cache[side].append((stamp_ns(msg), msg))
+            self._info_cond.notify_all()
 
     def _on_image(self, side: int, msg: Image) -> None:
         t = stamp_ns(msg)
         last = self._last_stamp[side]
+        topic = (self.sub_left if side == LEFT else self.sub_right).topic_name
+        if last is not None and t > last + self._max_jump_ns:
+            jump = self._jump_stamp[side]
+            if jump is not None and jump <= t <= jump + self._max_jump_ns:
+                self._last_stamp[side] = t     # the next image confirms the new timeline
+                self._jump_stamp[side] = None
+                self.get_logger().info(f'header stamps on {topic} continue {(t - last) / 1e9:.3f} s '
+                                       f'ahead of the old timeline: following the new one')
+            else:   # processed, but the old timeline stays the reference until this is confirmed
+                self._jump_stamp[side] = t
+                self._warn_throttled(
+                    f'stamp_jump_{side}',
+                    f'header stamp on {topic} jumped {(t - last) / 1e9:.3f} s ahead (more than '
+                    f'max_stamp_jump_seconds = {self._max_jump_ns / 1e9:g}); processing it, but it becomes '
+                    f'the reference for later stamps only if the next image confirms the new timeline '
+                    f'(a wrong stamp in the driver? a clock jump?)')
+            self._sync.add(side, msg)
+            return
+        self._jump_stamp[side] = None
         self._last_stamp[side] = t
         if last is not None and t < last:
-            topic = (self.sub_left if side == LEFT else self.sub_right).topic_name
             self._sync.clear(side)  # this side's waiting images belong to the old timeline
             self.report_bad_input(
                 'stamps_backwards',
@@ -170,15 +204,21 @@ class StereoNode(Node):
 
     def _on_pair(self, left: Image, right: Image) -> None:
         self.health.pair_received()
-        for side, sub in ((LEFT, self.sub_left_info), (RIGHT, self.sub_right_info)):
-            if self._infos[side] is None:
-                self.report_bad_input(
-                    f'no_info_{side}', f'camera_info not yet received on {sub.topic_name}',
-                    f'publish sensor_msgs/CameraInfo on {sub.topic_name} (or remap '
-                    f'{"left" if side == LEFT else "right"}/camera_info to your camera\'s info topic; '
-                    f'check its QoS)')
-                return
-        self._worker.submit((left, right, self._infos[LEFT], self._infos[RIGHT]))
+        lf, rf = left.header.frame_id, right.header.frame_id
+        if lf != rf and not self._frame_id_warned and not _left_right_names(lf, rf):
+            self._frame_id_warned = True
+            self.get_logger().warning(
+                f'left and right images have different frame_ids ({lf!r} on {self.sub_left.topic_name}, '
+                f'{rf!r} on {self.sub_right.topic_name}): a swapped or mis-remapped camera? Outputs carry '
+                f'the left frame_id {lf!r}. (Logged once; frame_ids that differ only by left/right are '
+                f'expected and not reported.)')
+        self._worker.submit((left, right))
+
+    def _warn_throttled(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._log_last.get(key, -1e18) >= self.values['log_throttle_seconds']:
+            self._log_last[key] = now
+            self.get_logger().warning(text)
 
     def publish_diagnostics(self) -> None:
         statuses = self.health.report(sync_failures=self._sync.sync_failures, dropped=self.dropped)
@@ -205,13 +245,66 @@ class StereoNode(Node):
                       cloud=self.pub_points.get_subscription_count() > 0,
                       color=self.pub_color.get_subscription_count() > 0)
 
+    def _infos_for(self, left: Image, right: Image) -> Optional[tuple]:
+        """(left, right) CameraInfo for the pair's stamps, or None (reported) when a side has none.
+
+        Exact stamp from the per-side cache, else the latest. Waits up to camera_info_wait_seconds
+        while a side has no info at all, or its infos carry image stamps and the one for this stamp
+        has not arrived yet (drivers publish each image before its info)."""
+        stamps = (stamp_ns(left), stamp_ns(right))
+        deadline = time.monotonic() + self._info_wait
+        with self._info_cond:
+            while True:
+                exact = [next((m for t, m in reversed(self._info_cache[s]) if t == stamps[s]), None)
+                         for s in (LEFT, RIGHT)]
+                wait = False
+                for s in (LEFT, RIGHT):
+                    if exact[s] is not None:
+                        self._info_by_stamp[s] = True
+                    elif self._infos[s] is None or (self._info_by_stamp[s]
+                                                    and self._info_cache[s][-1][0] < stamps[s]):
+                        wait = True
+                remaining = deadline - time.monotonic()
+                if not wait or remaining <= 0 or self._closing:
+                    break
+                self._info_cond.wait(remaining)
+            infos = tuple(exact[s] if exact[s] is not None else self._infos[s] for s in (LEFT, RIGHT))
+        for s, sub in ((LEFT, self.sub_left_info), (RIGHT, self.sub_right_info)):
+            if infos[s] is None:
+                self._no_camera_info(s, sub.topic_name)
+                return None
+        self._no_info_since = None
+        self._no_info_pairs = 0
+        return infos
+
+    def _no_camera_info(self, side: int, topic: str) -> None:
+        """A pair without any camera_info on `side`: quiet at start-up (images often beat the first
+        info by milliseconds), bad input once it persists."""
+        now = time.monotonic()
+        if self._no_info_since is None:
+            self._no_info_since = now
+        self._no_info_pairs += 1
+        if now - self._no_info_since < NO_INFO_GRACE_S and self._no_info_pairs <= NO_INFO_GRACE_PAIRS:
+            self.get_logger().debug(f'camera_info not yet received on {topic}; dropping this pair '
+                                    f'(normal right after start-up)')
+            return
+        self.report_bad_input(
+            f'no_info_{side}', f'camera_info not yet received on {topic}',
+            f'publish sensor_msgs/CameraInfo on {topic} (or remap '
+            f'{"left" if side == LEFT else "right"}/camera_info to your camera\'s info topic; '
+            f'check its QoS)')
+
     def _process(self, item) -> None:
-        left, right, linfo, rinfo = item
+        left, right = item
         if self._closing:
             return
         wanted = self.wanted()
         if not (wanted.disparity or wanted.depth or wanted.cloud or wanted.color):
             return  # nobody listens: do not spend the matcher on it
+        infos = self._infos_for(left, right)
+        if infos is None or self._closing:
+            return
+        linfo, rinfo = infos
         try:
             out = self.pipeline.process(left, right, linfo, rinfo, wanted)
         except InputError as e:
@@ -273,6 +366,8 @@ class StereoNode(Node):
         with self._publish_lock:
             already = self._closing
             self._closing = True
+        with self._info_cond:
+            self._info_cond.notify_all()   # a worker waiting for a camera_info stops waiting
         if self._worker is not None:
             self._worker.stop(timeout=0.0)   # drop a waiting pair; the thread ends after its frame
         if reason and not already:
@@ -293,6 +388,21 @@ class StereoNode(Node):
                 self.matcher = None
         finally:
             super().destroy_node()
+
+
+# camera infos kept per side for the lookup by stamp
+INFO_CACHE = 16
+# camera_info missing at start-up: frames are dropped quietly (DEBUG) until it has been missing
+# for this long or for this many pairs; then it is bad input (ERROR)
+NO_INFO_GRACE_S = 1.0
+NO_INFO_GRACE_PAIRS = 3
+
+
+def _left_right_names(left_id: str, right_id: str) -> bool:
+    """True when two frame_ids differ only by 'left' vs 'right' in the same place (e.g.
+    'cam_left_optical' / 'cam_right_optical'): the usual naming, not worth a warning."""
+    a, b = left_id.lower(), right_id.lower()
+    return 'left' in a and a.replace('left', '\0') == b.replace('right', '\0')
 
 
 # How long main() waits, after SIGINT/SIGTERM, for a frame in the matcher before abandoning it.
