@@ -268,6 +268,11 @@ class StereoNode(Node):
                 if not wait or remaining <= 0 or self._closing:
                     break
                 self._info_cond.wait(remaining)
+            for s in (LEFT, RIGHT):
+                if exact[s] is None and wait:
+                    # it did not come in time (a driver that publishes infos less often than
+                    # images?): stop waiting on every pair until an info matches a stamp again
+                    self._info_by_stamp[s] = False
             infos = tuple(exact[s] if exact[s] is not None else self._infos[s] for s in (LEFT, RIGHT))
         for s, sub in ((LEFT, self.sub_left_info), (RIGHT, self.sub_right_info)):
             if infos[s] is None:
@@ -298,13 +303,13 @@ class StereoNode(Node):
         left, right = item
         if self._closing:
             return
-        wanted = self.wanted()
-        if not (wanted.disparity or wanted.depth or wanted.cloud or wanted.color):
-            return  # nobody listens: do not spend the matcher on it
-        infos = self._infos_for(left, right)
+        infos = self._infos_for(left, right)   # reports missing infos even when nobody listens
         if infos is None or self._closing:
             return
         linfo, rinfo = infos
+        wanted = self.wanted()
+        if not (wanted.disparity or wanted.depth or wanted.cloud or wanted.color):
+            return  # nobody listens: do not spend the matcher on it
         try:
             out = self.pipeline.process(left, right, linfo, rinfo, wanted)
         except InputError as e:
