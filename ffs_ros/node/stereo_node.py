@@ -93,6 +93,7 @@ class StereoNode(Node):
         # shutdown: set under _publish_lock, so no publish starts (or is half-way) once it is set
         self._closing = False
         self._publish_lock = threading.Lock()
+        self._info_cond = threading.Condition()   # camera infos arrived (waited on by the worker)
         self.worker_abandoned = False   # the worker was still in the matcher when the node stopped
         try:
             self._setup(matcher)
@@ -130,7 +131,6 @@ class StereoNode(Node):
         self._infos: list[Optional[CameraInfo]] = [None, None]
         self._info_cache = (deque(maxlen=INFO_CACHE), deque(maxlen=INFO_CACHE))
         self._info_by_stamp = [False, False]     # per side: infos carry their image's stamp
-        self._info_cond = threading.Condition()
         self._info_wait = v['camera_info_wait_seconds']
         self._no_info_since: Optional[float] = None
         self._no_info_pairs = 0
