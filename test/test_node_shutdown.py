@@ -71,15 +71,15 @@ PLAYER = textwrap.dedent('''
         ('left/camera_info', CameraInfo), ('right/camera_info', CameraInfo))}
     n.create_subscription(DisparityImage, 'disparity', lambda m: print('GOT', flush=True), 10)
     s = plane_pair(48, 64, 8.0, seed=1)
-    msgs = numpy_to_image(s.left, 'rgb8'), numpy_to_image(s.right, 'rgb8'), *make_camera_infos(64, 48, 50.0, 0.1)
+    li, ri = make_camera_infos(64, 48, 50.0, 0.1)
+    msgs = {'left/camera_info': li, 'right/camera_info': ri,
+            'left/image_rect': numpy_to_image(s.left, 'rgb8'), 'right/image_rect': numpy_to_image(s.right, 'rgb8')}
     try:
         while rclpy.ok():
             t = n.get_clock().now().to_msg()
-            for topic, m in zip(('left/image_rect', 'right/image_rect', 'left/camera_info', 'right/camera_info'),
-                                msgs):
+            for topic, m in msgs.items():
                 m.header.stamp = t
-            for i in (2, 3, 0, 1):
-                pubs[list(pubs)[i]].publish(msgs[i])
+                pubs[topic].publish(m)
             end = time.monotonic() + 0.05
             while time.monotonic() < end:
                 rclpy.spin_once(n, timeout_sec=0.01)
