@@ -9,7 +9,8 @@ a ROS distro and with the PyPI `ros-*` wheels alike: the messages are plain Pyth
 
 cv_bridge is deliberately not used: the PyPI `cv-bridge` is a ROS-1-era shim that ignores
 `step` and fails with numpy >= 2.3 / OpenCV 5. The few packed/mosaic encodings cameras
-commonly emit (yuv422, yuv422_yuy2, bayer_*8) are decoded with OpenCV directly instead.
+commonly emit (uyvy / yuyv, also under their deprecated names yuv422 / yuv422_yuy2, and
+bayer_*8) are decoded with OpenCV directly instead.
 """
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 }
 # Camera encodings decoded to RGB with OpenCV (image_to_numpy gives their raw layout).
 CAMERA_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    'yuv422': (np.dtype(np.uint8), 2),       # UYVY
-    'yuv422_yuy2': (np.dtype(np.uint8), 2),  # YUYV
+    'uyvy': (np.dtype(np.uint8), 2),         # current ROS name (sensor_msgs image_encodings)
+    'yuyv': (np.dtype(np.uint8), 2),         # current ROS name
+    'yuv422': (np.dtype(np.uint8), 2),       # deprecated alias of uyvy
+    'yuv422_yuy2': (np.dtype(np.uint8), 2),  # deprecated alias of yuyv
     'bayer_rggb8': (np.dtype(np.uint8), 1),
     'bayer_bggr8': (np.dtype(np.uint8), 1),
     'bayer_gbrg8': (np.dtype(np.uint8), 1),
@@ -105,7 +108,7 @@ def image_to_numpy(msg) -> np.ndarray:
 
     Honours `step` (rows may be padded) and `is_bigendian` (8-bit data: flag irrelevant;
     16/32-bit data in the other byte order: ImageError with the fix). Supports ENCODINGS,
-    CAMERA_ENCODINGS (raw layout: yuv422 HxWx2, bayer HxW) and 32FC1. Raises ImageError for an
+    CAMERA_ENCODINGS (raw layout: uyvy/yuyv HxWx2, bayer HxW) and 32FC1. Raises ImageError for an
     unsupported encoding, an empty image, data length != step*height, or step < width*bpp.
     """
     dtype, channels = check_image(msg)
@@ -129,8 +132,9 @@ def image_to_rgb(msg) -> np.ndarray:
 
     rgb8 is returned as the zero-copy view (non-contiguous when rows are padded); 8UC3 is read
     as BGR (OpenCV's convention, where such images come from); alpha is dropped; grey is
-    replicated to 3 channels; 16-bit is scaled by >> 8; yuv422 and bayer_* are decoded with
-    OpenCV. Copies only when the layout requires it.
+    replicated to 3 channels; 16-bit is scaled by >> 8; uyvy / yuyv (and their deprecated aliases
+    yuv422 / yuv422_yuy2) and bayer_* are decoded with OpenCV. Copies only when the layout
+    requires it.
     """
     import cv2
 
@@ -158,6 +162,8 @@ def image_to_rgb(msg) -> np.ndarray:
 # ROS camera encodings -> OpenCV conversion to RGB. OpenCV names Bayer patterns by the
 # second row's first two pixels, so ROS bayer_rggb8 is OpenCV's BayerBG (as cv_bridge maps it).
 _CV_CAMERA_CODES = {
+    'uyvy': 'COLOR_YUV2RGB_UYVY',
+    'yuyv': 'COLOR_YUV2RGB_YUYV',
     'yuv422': 'COLOR_YUV2RGB_UYVY',
     'yuv422_yuy2': 'COLOR_YUV2RGB_YUYV',
     'bayer_rggb8': 'COLOR_BayerBG2RGB',

@@ -214,7 +214,8 @@ class StereoPipeline:
         Raises InputError for: unsupported encoding, left/right size mismatch, image vs
         camera_info size mismatch, data length != step*height or step < width*bpp, empty image,
         NaN/zero in K or P, zero or negative baseline (left/right may be swapped), big-endian
-        16-bit data. All outputs carry the left image header.
+        16-bit data, and a pair the matcher refuses (a ValueError with `problem` and `fix`, e.g.
+        sgbm's ImageTooNarrow). All outputs carry the left image header.
         """
         wanted = wanted or Wanted()
         cfg = self._config
@@ -228,7 +229,14 @@ class StereoPipeline:
         t1 = time.perf_counter()
         tm['convert'] = (t1 - t0) * 1e3
 
-        disp = self.matcher.match(rgb_l, rgb_r)
+        try:
+            disp = self.matcher.match(rgb_l, rgb_r)
+        except ValueError as e:
+            # a matcher refusing this input (e.g. sgbm: image narrower than its disparity range)
+            # says so with `problem` and `fix`, like InputError: that is bad input, not a failure
+            if getattr(e, 'problem', None) and getattr(e, 'fix', None):
+                raise InputError(e.problem, e.fix) from None
+            raise
         t2 = time.perf_counter()
         tm['match'] = (t2 - t1) * 1e3
         for name, ms in (getattr(self.matcher, 'last_timings', None) or {}).items():

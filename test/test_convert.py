@@ -115,7 +115,8 @@ def test_bayer_mosaic_of_flat_colour_decodes_to_that_colour(encoding, pattern):
     np.testing.assert_array_equal(out[4:-4, 4:-4].reshape(-1, 3) - [200, 100, 30], 0)
 
 
-@pytest.mark.parametrize('encoding,order', [('yuv422', 'UYVY'), ('yuv422_yuy2', 'YUYV')])
+@pytest.mark.parametrize('encoding,order', [('uyvy', 'UYVY'), ('yuyv', 'YUYV'),   # current ROS names
+                                            ('yuv422', 'UYVY'), ('yuv422_yuy2', 'YUYV')])   # deprecated
 def test_yuv422_decodes_chroma_in_the_right_order(encoding, order):
     # BT.601 video range (cameras): R = 1.164 (Y-16) + 1.596 (V-128) ~ 213, G = 1.164 (Y-16)
     # - 0.813 (V-128) - 0.391 (U-128) ~ 39, B = 1.164 (Y-16) + 2.018 (U-128) ~ 98

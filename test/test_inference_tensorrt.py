@@ -157,7 +157,10 @@ def test_whole_matcher_on_the_standin_gives_the_onnxruntime_result(random_export
     assert set(m.last_timings) == {'preprocess', 'feature', 'gwc', 'post', 'postprocess'}
     # one activation block shared by both contexts (USER_MANAGED), the larger need of the two
     assert {c.strategy.name for c in rec['contexts']} == {'USER_MANAGED'}
-    assert len({ptr for _, ptr, _ in rec['device_memory']}) == 1
+    need = {c.engine.role: c.update_device_memory_size_for_shapes() for c in rec['contexts']}
+    assert len(set(need.values())) == 2                                          # post needs more than feature
+    assert len(rec['device_memory']) == 2 and len({ptr for _, ptr, _ in rec['device_memory']}) == 1
+    assert {size for _, _, size in rec['device_memory']} == {max(need.values())}   # max(need), not the sum
     # one logger everywhere, plugins registered once before the first parse
     assert len({id(lg) for lg in rec['loggers']}) == 1 and rec['plugin_init_calls'] == 1
     m2 = trt_matcher(random_export, trt, tmp_path)

@@ -262,6 +262,8 @@ def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(ros_conte
     from ffs_ros.inference import load_matcher
 
     class Preparing(type(load_matcher(None, 'sgbm'))):
+        prepares = True
+
         def __init__(self):
             super().__init__(max_disparity=64)
             self.prepared = []

@@ -363,3 +363,16 @@ def test_allocator_tuning_applies_on_glibc():
     expected = (sys.platform.startswith('linux') and platform.libc_ver()[0] == 'glibc'
                 and not __import__('os').environ.get('FFS_ROS_NO_MALLOC_TUNING'))
     assert tune_allocator() is expected
+
+
+def test_sgbm_valid_window_reaches_the_disparity_image():
+    """SGBM reports where it can match (stereo_image_proc's window: no match in the leftmost numDisparities +
+    border - 1 columns), in output-image pixels, and the DisparityImage carries it."""
+    from ffs_ros.inference import load_matcher
+    left, right, _ = _pair()
+    li, ri = make_camera_infos(W, H, FX, B)
+    pipe = StereoPipeline(load_matcher(None, 'sgbm', max_disparity=64), PipelineConfig())
+    out = pipe.process(left, right, li, ri, Wanted())
+    vw = out.disparity.valid_window
+    assert (vw.x_offset, vw.y_offset, vw.width, vw.height) == (64 + 2 - 1, 2, W - 1 - 2 - 65, H - 1 - 2 - 2)
+    assert pipe.matcher.info.max_disparity == 64.0

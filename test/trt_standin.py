@@ -225,7 +225,7 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
             return self._out[name]
 
         def update_device_memory_size_for_shapes(self):
-            return 1 << 20
+            return (1 + len(self.engine.graph.inputs)) << 18      # engines differ in their needs
 
         def set_device_memory(self, ptr, size):
             rec['device_memory'].append((self.engine.role, int(ptr), int(size)))

@@ -38,6 +38,9 @@ class StereoMatcher(abc.ABC):
     in `last_timings` (stage name -> milliseconds) for benchmarks and diagnostics.
     """
 
+    #: True when prepare() does real work (device buffers, engine builds): the node then calls it at start-up
+    prepares: bool = False
+
     def __init__(self) -> None:
         self.last_timings: dict[str, float] = {}
 

@@ -144,6 +144,10 @@ class NetworkMatcher(StereoMatcher):
                            extra=extra)
 
     # -- entry points ---------------------------------------------------------------------------------------------
+    @property
+    def prepares(self) -> bool:
+        return self.graphs.on_device
+
     def prepare(self, in_hw) -> None:
         """Build/allocate everything the network needs for inputs of size `in_hw` (engines are built here)."""
         plan = self.plan_for(in_hw)
@@ -214,11 +218,15 @@ class NetworkMatcher(StereoMatcher):
         dev = self.device
         with self.torch_inference(), dev.scope():
             clock = dev.clock()
-            x = self._upload(left, right, plan)
-            clock.mark('preprocess')
-            disp = self._network_device(x, plan.net_hw, clock)
-            out = self._download(disp, plan, clock)
-            dev.synchronize()                       # the one wait: the result is needed on the host
+            try:
+                x = self._upload(left, right, plan)
+                clock.mark('preprocess')
+                disp = self._network_device(x, plan.net_hw, clock)
+                out = self._download(disp, plan, clock)
+            finally:
+                # the one wait: the result is needed on the host (and after a failure, the pinned buffers must
+                # not be rewritten by the next frame while a copy from this one may still be in flight)
+                dev.synchronize()
             timings = clock.read()                   # events are complete now
         return np.array(out, dtype=np.float32, copy=True) if dev.is_cuda else out, timings
 

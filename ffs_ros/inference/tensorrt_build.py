@@ -17,6 +17,7 @@ Written against the TensorRT Python bindings of 10.3 (JetPack 6) through 11.x (x
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import threading
@@ -94,6 +95,9 @@ def trt_logger(trt):
                 if hasattr(sev, name):
                     levels[getattr(sev, name)] = level
 
+            # TensorRT takes the GIL for every message it hands to a Python logger (also VERBOSE ones, before we
+            # can filter): acceptable, builds log little at our level, and it keeps TensorRT's lines in the node's
+            # log instead of on a bare stderr
             class RoutedLogger(trt.ILogger):
                 def __init__(self):
                     trt.ILogger.__init__(self)
@@ -152,21 +156,25 @@ def fp16_onnx(onnx_path, cache=None) -> Path:
     """An fp16 copy of `onnx_path` (weights and activations fp16, inputs/outputs as they were), converted once with
     onnxconverter-common and cached under the source's hash."""
     onnx_path = Path(onnx_path)
-    digest = engine_cache.file_sha256(onnx_path)[:16]
-    out = Path(cache or engine_cache.cache_dir()) / 'fp16-onnx' / f'{onnx_path.stem}-{digest}.onnx'
-    if out.is_file() and out.stat().st_size > 0:
-        return out
     try:
         import onnx
+        import onnxconverter_common
         from onnxconverter_common import float16
     except ImportError as exc:
         raise EngineBuildError('precision fp16 on TensorRT 11+ needs the model in fp16 (strong typing); converting '
                                'it needs onnxconverter-common (pip install onnxconverter-common), which is not '
                                'installed. Install it, or use precision fp32') from exc
-    model = onnx.load(str(onnx_path))
     # keep_io_types: fp32 graph inputs/outputs stay fp32 (Cast nodes inside); check_fp16_ready off because a
-    # post graph may already take an fp16 volume input
-    converted = float16.convert_float_to_float16(model, keep_io_types=True, check_fp16_ready=False)
+    # post graph may already take an fp16 volume input; max_finite_val: clamp weights to fp16's real range (the
+    # converter's default, 1e4, would silently change large constants)
+    options = dict(keep_io_types=True, check_fp16_ready=False, max_finite_val=65504.0)
+    tag = engine_cache.file_sha256(onnx_path)[:16] + '-' + hashlib.sha256(
+        f'{onnxconverter_common.__version__}|{sorted(options.items())}'.encode()).hexdigest()[:8]
+    out = Path(cache or engine_cache.cache_dir()) / 'fp16-onnx' / f'{onnx_path.stem}-{tag}.onnx'
+    if out.is_file() and out.stat().st_size > 0:
+        return out
+    model = onnx.load(str(onnx_path))
+    converted = float16.convert_float_to_float16(model, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f'{out.name}.{os.getpid()}-{threading.get_ident()}.tmp')
     onnx.save(converted, str(tmp))

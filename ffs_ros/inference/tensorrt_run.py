@@ -87,20 +87,33 @@ def dtype_name(trt_dtype) -> str:
 class SharedActivationMemory:
     """One device block for the activations of every context of a matcher (they never run concurrently).
 
-    A context asks for its size; a larger request allocates a larger block for it and later contexts. Earlier
-    blocks are kept: a context (or a CUDA graph captured with it) keeps using the address it was given.
+    Contexts register their need when their shapes are set (:meth:`request`); the block is allocated at the first
+    run (:meth:`ensure`), at the largest need, and given to every context, so the feature and post engines of a
+    size share max(need) instead of needing the sum. A later, larger need (another network size) gets a new block
+    for every context; earlier blocks are kept, since a CUDA graph captured before keeps their addresses.
     """
 
     def __init__(self, device: Device) -> None:
         self.device = device
         self.blocks: list = []
+        self.contexts: list = []          # [context, need, block it was given or None]
 
-    def block_for(self, nbytes: int):
-        nbytes = max(int(nbytes), 1)
-        if not self.blocks or self.blocks[-1].numel() < nbytes:
-            self.blocks.append(self.device.torch.empty(nbytes, dtype=self.device.torch.uint8,
+    def request(self, context, nbytes: int) -> None:
+        self.contexts.append([context, max(int(nbytes), 1), None])
+
+    def ensure(self) -> None:
+        """Give every context a block large enough for all of them (cheap when nothing changed)."""
+        need = max((c[1] for c in self.contexts), default=0)
+        if not need or all(c[2] is not None and c[2].numel() >= need for c in self.contexts):
+            return
+        if not self.blocks or self.blocks[-1].numel() < need:
+            self.blocks.append(self.device.torch.empty(need, dtype=self.device.torch.uint8,
                                                        device=self.device.device))
-        return self.blocks[-1]
+        block = self.blocks[-1]
+        for c in self.contexts:
+            if c[2] is not block:
+                c[0].set_device_memory(int(block.data_ptr()), int(block.numel()))
+                c[2] = block
 
 
 class EngineRunner:
@@ -162,12 +175,10 @@ class EngineRunner:
                     raise RuntimeError(f'{self.path}: output {t.name!r} has a data-dependent shape {list(shape)}; '
                                        f'not supported')
                 outs[t.name] = (shape, t.dtype)
-        if self.memory is not None:
-            need = self.context.update_device_memory_size_for_shapes()
-            need = max(int(need), int(self.engine.device_memory_size_v2)) if need is not None else \
-                int(self.engine.device_memory_size_v2)
-            block = self.memory.block_for(need)
-            self.context.set_device_memory(int(block.data_ptr()), int(block.numel()))
+        if self.memory is not None:   # 0 from update_device_memory_size_for_shapes means an error: take the max
+            need = max(int(self.context.update_device_memory_size_for_shapes() or 0),
+                       int(self.engine.device_memory_size_v2))
+            self.memory.request(self.context, need)
         return outs
 
     def bind(self, tensors: dict) -> None:
@@ -185,6 +196,8 @@ class EngineRunner:
                                    f'this engine, or not 256-byte aligned)')
 
     def run(self, stream_handle: int) -> None:
+        if self.memory is not None:
+            self.memory.ensure()
         if not stream_handle:
             raise RuntimeError('internal error: TensorRT must not be enqueued on the CUDA default stream')
         if not self.context.execute_async_v3(stream_handle):

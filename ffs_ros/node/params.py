@@ -87,6 +87,12 @@ SPECS: tuple[ParamSpec, ...] = (
               'sliding window (s)', 0.1, 3600.0),
     ParamSpec('log_throttle_seconds', 5.0, 'the same bad-input problem is logged at most once per this '
               'many seconds (s)', 0.0, 3600.0),
+    ParamSpec('max_stamp_jump_seconds', 10.0, 'an image stamped more than this ahead of the previous one '
+              'on its topic is processed with a WARN but becomes the reference for the "stamps going '
+              'backwards" check only when the next image confirms the new timeline (s)', 0.001, 1.0e9),
+    ParamSpec('camera_info_wait_seconds', 0.1, 'how long a pair may wait for the camera_info with its '
+              'stamp (drivers often publish it just after the image) before the latest camera_info '
+              'is used; 0 = always the latest (s)', 0.0, 10.0),
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
