@@ -54,6 +54,7 @@ class PipelineConfig:
     depth_encoding: str = '32FC1'
     use_color: bool = True
     organized_cloud: bool = True
+    max_input_pixels: int = 4096 * 4096
 
     def validate(self) -> 'PipelineConfig':
         """Raise ValueError naming the bad parameter and a valid choice; return self when fine."""
@@ -78,6 +79,9 @@ class PipelineConfig:
         if self.depth_encoding not in DEPTH_ENCODINGS:
             raise ValueError(f'depth_encoding must be one of {", ".join(DEPTH_ENCODINGS)} '
                              f'(32FC1 metres or 16UC1 millimetres), got {self.depth_encoding!r}')
+        if isinstance(self.max_input_pixels, bool) or not isinstance(self.max_input_pixels, int) \
+                or self.max_input_pixels < 1:
+            raise ValueError(f'max_input_pixels must be a positive integer, got {self.max_input_pixels!r}')
         for name in ('use_color', 'organized_cloud'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
@@ -192,6 +196,11 @@ class StereoPipeline:
         self._check_image('left', left)
         self._check_image('right', right)
         h, w = int(left.height), int(left.width)
+        if h * w > self._config.max_input_pixels:
+            raise InputError(f'image is {w}x{h} = {h * w} pixels, more than max_input_pixels '
+                             f'({self._config.max_input_pixels})',
+                             'publish smaller images (e.g. image_proc resize; networks run at <= 1000 px width '
+                             'anyway) or raise max_input_pixels (memory grows with the image size)')
         if (int(right.height), int(right.width)) != (h, w):
             raise InputError(f'left image is {w}x{h} but right image is {right.width}x{right.height}',
                              'publish a rectified pair of equal size (both from the same rectification)')

@@ -376,3 +376,13 @@ def test_sgbm_valid_window_reaches_the_disparity_image():
     vw = out.disparity.valid_window
     assert (vw.x_offset, vw.y_offset, vw.width, vw.height) == (64 + 2 - 1, 2, W - 1 - 2 - 65, H - 1 - 2 - 2)
     assert pipe.matcher.info.max_disparity == 64.0
+
+
+def test_frames_above_max_input_pixels_are_refused_with_the_limit():
+    with pytest.raises(InputError, match=rf'image is {W}x{H} = {W * H} pixels, more than max_input_pixels '
+                                         rf'\({W * H - 1}\).*raise max_input_pixels'):
+        _run(config=PipelineConfig(max_input_pixels=W * H - 1))
+    out, _, _ = _run(config=PipelineConfig(max_input_pixels=W * H))
+    assert out.disparity is not None
+    with pytest.raises(ValueError, match='max_input_pixels must be a positive integer'):
+        PipelineConfig(max_input_pixels=0).validate()

@@ -203,6 +203,7 @@ class NetworkMatcher(StereoMatcher):
         clock.mark('feature')
         vol = self._host_vol.get(net_hw)
         if vol is None:
+            self._host_vol.clear()          # keep only the current size's buffer
             vol = self._host_vol[net_hw] = np.empty(plan.gwc_shape, plan.gwc_dtype)
         gwc_volume_numpy(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups, plan.num_disparities,
                          plan.normalize, out=vol, threads=self.graphs.gwc_threads)
@@ -244,7 +245,8 @@ class NetworkMatcher(StereoMatcher):
                 imagenet_normalise(x)
             return torch.from_numpy(x)
         host = self._pinned.get(left.shape)
-        if host is None:  # page-locked staging buffer, reused per image size
+        if host is None:  # page-locked staging buffer, reused while the image size stays
+            self._pinned = {k: v for k, v in self._pinned.items() if k[0] == 'out'}
             host = self._pinned[left.shape] = torch.empty((2,) + left.shape, dtype=torch.uint8, pin_memory=True)
         host[0].numpy()[...] = left
         host[1].numpy()[...] = right
@@ -274,6 +276,7 @@ class NetworkMatcher(StereoMatcher):
         key = ('out',) + tuple(d.shape)
         host = self._pinned.get(key)
         if host is None:
+            self._pinned = {k: v for k, v in self._pinned.items() if k[0] != 'out'}
             host = self._pinned[key] = torch.empty(tuple(d.shape), dtype=torch.float32, pin_memory=True)
         host.copy_(d, non_blocking=True)                                   # the one download, on our stream
         clock.mark('postprocess')

@@ -73,6 +73,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec('use_color', True, 'add packed rgb (from the left image) to points2'),
     ParamSpec('organized_cloud', True, 'points2 as HxW with NaN for invalid points (true) or a dense '
               '1xN list of valid points (false)'),
+    ParamSpec('max_input_pixels', 4096 * 4096, 'larger image pairs (width x height) are refused as bad '
+              'input: bounds the memory one huge frame can take', 1, 1 << 30),
     # --- diagnostics ---
     ParamSpec('expected_rate', 0.0, 'expected stereo pair rate (Hz) for diagnostics; 0 disables the rate '
               'checks', 0.0, 1000.0),
@@ -97,7 +99,7 @@ SPECS: tuple[ParamSpec, ...] = (
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 PIPELINE_FIELDS = ('min_disparity', 'max_disparity', 'min_depth', 'max_depth', 'depth_encoding',
-                   'use_color', 'organized_cloud')
+                   'use_color', 'organized_cloud', 'max_input_pixels')
 
 
 class ParamError(ValueError):
