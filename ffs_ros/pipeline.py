@@ -165,6 +165,8 @@ class StereoPipeline:
         self._disp: np.ndarray | None = None
         self._depth: np.ndarray | None = None
         self._cam_key = None
+        self._size = None
+        self._trim_in = 0       # frames until freed buffers of the previous image size go back to the OS
         self._cam: StereoCamera | None = None
         tune_allocator()
 
@@ -211,6 +213,10 @@ class StereoPipeline:
                                  'when resizing images, or use the camera_info of the *_rect topics)')
         key = (w, h, np.asarray(left_info.k, np.float64).tobytes(), np.asarray(left_info.p, np.float64).tobytes(),
                np.asarray(right_info.k, np.float64).tobytes(), np.asarray(right_info.p, np.float64).tobytes())
+        if (w, h) != self._size:
+            if self._size is not None:
+                self._trim_in = 2   # the previous size's buffers (and its last messages) are free by then
+            self._size = (w, h)
         if key != self._cam_key:
             self._cam = camera_from_infos(left_info, right_info, w, h)
             self._cam_key = key
@@ -289,6 +295,10 @@ class StereoPipeline:
             col = color_map_disparity(dc, cfg.max_disparity)
             out.disparity_color = numpy_to_image(col, 'rgb8', header)
             tm['color'] = (time.perf_counter() - t3) * 1e3
+        if self._trim_in:
+            self._trim_in -= 1
+            if not self._trim_in:
+                release_free_memory()
         return out
 
     def _disparity_msg(self, cam: StereoCamera, header):
@@ -369,6 +379,17 @@ def tune_allocator() -> bool:
 
 
 _TUNED: bool | None = None
+
+
+def release_free_memory() -> bool:
+    """Give freed heap memory back to the OS (glibc malloc_trim; a few ms). Called once after the image size
+    changes: one huge frame would otherwise keep the process hundreds of MB larger for the rest of the run."""
+    if not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc':
+        return False
+    try:
+        return bool(ctypes.CDLL('libc.so.6').malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def _copy_info(info, header):

@@ -386,3 +386,27 @@ def test_frames_above_max_input_pixels_are_refused_with_the_limit():
     assert out.disparity is not None
     with pytest.raises(ValueError, match='max_input_pixels must be a positive integer'):
         PipelineConfig(max_input_pixels=0).validate()
+
+
+def test_freed_memory_goes_back_once_after_a_size_change(monkeypatch):
+    """One huge frame must not keep the process hundreds of MB larger: two frames after the image size changed
+    (the old size's buffers and messages are free by then) freed heap memory is returned to the OS, once."""
+    import ffs_ros.pipeline as pl
+    calls = []
+    monkeypatch.setattr(pl, 'release_free_memory', lambda: calls.append(1) or True)
+    pipe = StereoPipeline(FakeMatcher(np.full((H, W), 30.0, np.float32)), PipelineConfig())
+    left, right, _ = _pair()
+    li, ri = make_camera_infos(W, H, FX, B)
+    for _ in range(3):
+        pipe.process(left, right, li, ri, Wanted())
+    assert calls == []                                    # the first size: nothing to give back
+    l2, r2, _ = _pair(w=2 * W, h=2 * H)
+    li2, ri2 = make_camera_infos(2 * W, 2 * H, FX, B)
+    pipe.matcher = FakeMatcher(np.full((2 * H, 2 * W), 30.0, np.float32))
+    pipe.process(l2, r2, li2, ri2, Wanted())
+    assert calls == []
+    pipe.process(l2, r2, li2, ri2, Wanted())
+    assert calls == [1]
+    for _ in range(3):
+        pipe.process(l2, r2, li2, ri2, Wanted())
+    assert calls == [1]

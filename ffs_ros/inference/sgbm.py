@@ -40,7 +40,7 @@ class SGBMMatcher(StereoMatcher):
         self.block_size = int(block_size)
         self._last_hw = None
         channels = 3
-        self._sgbm = cv2.StereoSGBM_create(
+        self._params = dict(
             minDisparity=0,
             numDisparities=self.num_disparities,
             blockSize=block_size,
@@ -52,6 +52,7 @@ class SGBMMatcher(StereoMatcher):
             speckleRange=speckle_range,
             mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
         )
+        self._sgbm = cv2.StereoSGBM_create(**self._params)
 
     @property
     def min_width(self) -> int:
@@ -97,6 +98,10 @@ class SGBMMatcher(StereoMatcher):
     def match(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         check_pair(left, right)
         self.check_width(left.shape[1])  # never hand OpenCV a size it crashes on
+        if self._last_hw is not None and left.shape[:2] != self._last_hw:
+            # OpenCV keeps SGBM's work buffer at the largest size seen (hundreds of MB after one huge
+            # frame): a new matcher object keeps memory at the current size's
+            self._sgbm = cv2.StereoSGBM_create(**self._params)
         self._last_hw = left.shape[:2]
         t0 = time.perf_counter()
         raw = self._sgbm.compute(left, right)  # int16, 4 fractional bits; invalid = -16
