@@ -1,4 +1,4 @@
-"""Stereo geometry in plain numpy (no ROS): disparity -> depth -> points -> cloud buffers.
+"""Stereo geometry in plain numpy (no ROS): disparity -> depth -> points (cloud messages: messages.py).
 
 Conventions (ROS, REP 103/118): rectified pair, left optical frame (x right, y down, z forward),
 depth in metres along z, invalid = NaN. The raw disparity from a matcher is d = x_left - x_right;
@@ -12,8 +12,6 @@ lo[x] <= d - doffs <= hi[x], so validity costs two comparisons per pixel (NaN fa
 """
 from __future__ import annotations
 
-import array
-import sys
 import threading
 from dataclasses import astuple, dataclass
 
@@ -113,7 +111,7 @@ class _Bounds:
 _BOUNDS_CACHE: dict = {}
 
 
-def _bounds(cam: StereoCamera, min_disparity: float, max_disparity: float) -> _Bounds:
+def bounds(cam: StereoCamera, min_disparity: float, max_disparity: float) -> _Bounds:
     key = (threading.get_ident(), astuple(cam), float(min_disparity), float(max_disparity))
     b = _BOUNDS_CACHE.get(key)
     if b is None:
@@ -123,7 +121,7 @@ def _bounds(cam: StereoCamera, min_disparity: float, max_disparity: float) -> _B
     return b
 
 
-def _check_shape(arr: np.ndarray, cam: StereoCamera, what: str) -> None:
+def check_shape(arr: np.ndarray, cam: StereoCamera, what: str) -> None:
     if arr.shape[:2] != (cam.height, cam.width):
         raise ValueError(f'{what} is {arr.shape[1]}x{arr.shape[0]} but the camera is {cam.width}x{cam.height}')
 
@@ -131,8 +129,8 @@ def _check_shape(arr: np.ndarray, cam: StereoCamera, what: str) -> None:
 def valid_disparity_mask(disp: np.ndarray, cam: StereoCamera, min_disparity: float = 0.0,
                          max_disparity: float = np.inf) -> np.ndarray:
     """Boolean HxW: True where the raw disparity is usable (see the module docstring)."""
-    _check_shape(disp, cam, 'disparity')
-    b = _bounds(cam, min_disparity, max_disparity)
+    check_shape(disp, cam, 'disparity')
+    b = bounds(cam, min_disparity, max_disparity)
     dc = np.subtract(disp, np.float32(cam.doffs), dtype=np.float32)
     return (dc >= b.lo) & (dc <= b.hi)
 
@@ -147,13 +145,13 @@ def _corrected_disparity(disp: np.ndarray, cam: StereoCamera, min_disparity: flo
                          out: np.ndarray | None) -> tuple[np.ndarray, int]:
     """(corrected_disparity(...), number of valid pixels): the count comes from the validity
     mask that is built anyway (no extra pass over the result)."""
-    _check_shape(disp, cam, 'disparity')
-    b = _bounds(cam, min_disparity, max_disparity)
+    check_shape(disp, cam, 'disparity')
+    b = bounds(cam, min_disparity, max_disparity)
     out = np.subtract(disp, np.float32(cam.doffs), out=out, dtype=np.float32)
-    return out, _nan_outside(out, b.full('lo'), b.full('hi'), b)
+    return out, nan_outside(out, b.full('lo'), b.full('hi'), b)
 
 
-def _nan_outside(arr: np.ndarray, lo, hi, b: '_Bounds') -> int:
+def nan_outside(arr: np.ndarray, lo, hi, b: '_Bounds') -> int:
     """Set arr (contiguous HxW float32) to NaN where it is not within [lo, hi] (contiguous HxW
     float32 arrays or float32 scalars; NaN is outside); return the number of elements left valid."""
     import cv2
@@ -180,133 +178,13 @@ def disparity_to_depth(disp: np.ndarray, cam: StereoCamera, min_disparity: float
 
 def depth_to_points(depth: np.ndarray, cam: StereoCamera) -> np.ndarray:
     """HxWx3 float32 points in the left optical frame: X=(u-cx)Z/fx, Y=(v-cy)Z/fy, Z."""
-    _check_shape(depth, cam, 'depth')
-    b = _bounds(cam, 0.0, np.inf)
+    check_shape(depth, cam, 'depth')
+    b = bounds(cam, 0.0, np.inf)
     pts = np.empty((cam.height, cam.width, 3), np.float32)
     np.multiply(depth, b.ray_x, out=pts[..., 0])
     np.multiply(depth, b.ray_y, out=pts[..., 1])
     pts[..., 2] = depth
     return pts
-
-
-class CloudBuffer:
-    """Reusable buffers for PointCloud2 data: x, y, z float32 (+ rgb float32 holding the
-    packed uint32 0x00RRGGBB, as RViz and PCL expect).
-
-    `fields` is a list of (name, offset, datatype, count) with PointField datatypes
-    (FLOAT32 = 7); `point_step` the bytes per point. Buffers are kept between frames and only
-    reallocated when the image size changes. Data is in host byte order (`is_bigendian`).
-    """
-
-    FLOAT32 = 7
-    is_bigendian = sys.byteorder == 'big'
-
-    def __init__(self, use_color: bool = True) -> None:
-        self.use_color = bool(use_color)
-        names = ['x', 'y', 'z'] + (['rgb'] if self.use_color else [])
-        self._dtype = np.dtype([(n, np.float32) for n in names])
-        self._buf: np.ndarray | None = None     # HxW structured, organized layout
-        self._mask: np.ndarray | None = None
-        self._bgra: np.ndarray | None = None
-        self.valid_count = 0
-
-    @property
-    def fields(self) -> list[tuple[str, int, int, int]]:
-        return [(n, self._dtype.fields[n][1], self.FLOAT32, 1) for n in self._dtype.names]
-
-    @property
-    def point_step(self) -> int:
-        return self._dtype.itemsize
-
-    def _ensure(self, h: int, w: int) -> np.ndarray:
-        if self._buf is None or self._buf.shape != (h, w):
-            self._buf = np.zeros((h, w), self._dtype)     # dense clouds are compacted from here
-            self._mask = np.empty((h, w), bool)
-            self._z = np.empty((h, w), np.float32)
-            self._x = np.empty((h, w), np.float32)
-            self._y = np.empty((h, w), np.float32)
-            self._rgb = np.empty((h, w), np.uint32)
-            self._bgra = np.empty((h, w, 4), np.uint8)
-        return self._buf
-
-    def fill(self, depth: np.ndarray, cam: StereoCamera, rgb: np.ndarray | None = None,
-             organized: bool = True, min_depth: float = 0.0, max_depth: float = np.inf
-             ) -> tuple[array.array, int, int]:
-        """Cloud data for `depth` (HxW metres, NaN invalid): returns (data, height, width).
-
-        Points with NaN depth or depth outside [min_depth, max_depth] are NaN (organized, HxW)
-        or dropped (dense, 1xN). `rgb` (HxWx3 uint8 RGB) is required when use_color.
-        `data` is a fresh array.array('B') (assign it to PointCloud2.data: rclpy keeps it without
-        a copy); organized clouds are written straight into it, dense ones are compacted into it
-        from the reused buffer. `valid_count` holds the number of finite points afterwards.
-        """
-        import cv2
-
-        _check_shape(depth, cam, 'depth')
-        h, w = depth.shape
-        self._ensure(h, w)
-        if self.use_color and (rgb is None or rgb.shape != (h, w, 3) or rgb.dtype != np.uint8):
-            raise ValueError('use_color needs an HxWx3 uint8 RGB image of the depth size, got '
-                             f'{None if rgb is None else (rgb.shape, rgb.dtype)}')
-        b = _bounds(cam, 0.0, np.inf)
-        z = self._z
-        if min_depth > 0 or max_depth < np.inf:
-            np.copyto(z, depth)
-            # float32 bounds, exactly as the depth values compare
-            n_valid = _nan_outside(z, np.float32(min_depth), np.float32(max_depth), b)
-            ok = b.m1
-        else:
-            if depth.dtype == np.float32 and depth.flags.c_contiguous:
-                z = depth
-            else:
-                np.copyto(z, depth)   # contiguous float32, whatever depth's layout
-            mask = np.isnan(z, out=self._mask)
-            n_valid = h * w - int(np.count_nonzero(mask))
-            ok = None
-        self.valid_count = n_valid
-        compact = not organized and n_valid < h * w
-        k = len(self._dtype.names)
-        if compact:
-            data = None
-            dst = self._buf.view(np.int32).reshape(h, w, k)
-        else:
-            data = _new_data(h * w * self.point_step)
-            dst = np.frombuffer(data, np.int32).reshape(h, w, k)
-        # x, y into contiguous scratch (full-size ray factors), then one interleaving pass
-        # (cv2.merge copies 32-bit elements as integers: NaN and packed rgb bits are kept)
-        np.multiply(z, b.full('ray_x'), out=self._x)
-        np.multiply(z, b.full('ray_y'), out=self._y)
-        planes = [self._x.view(np.int32), self._y.view(np.int32), z.view(np.int32)]
-        if self.use_color:
-            # packed uint32 0x00RRGGBB: BGRA bytes read as a little-endian uint32 are
-            # 0xAARRGGBB; mask the alpha away
-            code = cv2.COLOR_RGB2RGBA if self.is_bigendian else cv2.COLOR_RGB2BGRA
-            cv2.cvtColor(rgb, code, dst=self._bgra)
-            packed = self._bgra.view(np.uint32).reshape(h, w)
-            if self.is_bigendian:  # bytes R,G,B,A read big-endian = 0xRRGGBBAA
-                np.right_shift(packed, np.uint32(8), out=self._rgb)
-            else:
-                np.bitwise_and(packed, np.uint32(0x00FFFFFF), out=self._rgb)
-            planes.append(self._rgb.view(np.int32))
-        merged = cv2.merge(planes, dst=dst)
-        if merged is not dst and not np.shares_memory(merged, dst):  # never expected; stay correct
-            np.copyto(dst, merged.reshape(h, w, k))
-        if not compact:
-            return data, (h if organized else 1), (w if organized else h * w)
-        if ok is not None:
-            mask = ok
-        else:
-            np.logical_not(mask, out=mask)
-        # compress a plain float32 (N, fields) view: much faster than on the structured dtype
-        data = _new_data(n_valid * self.point_step)
-        np.compress(mask.ravel(), self._buf.view(np.float32).reshape(-1, k), axis=0,
-                    out=np.frombuffer(data, np.float32).reshape(-1, k))
-        return data, 1, n_valid
-
-
-def _new_data(nbytes: int) -> array.array:
-    """A zeroed array.array('B') (rclpy's storage type for uint8[]; ~0.05 ms for 5 MB)."""
-    return array.array('B', b'\0') * int(nbytes)
 
 
 def color_map_disparity(disp: np.ndarray, max_disparity: float) -> np.ndarray:

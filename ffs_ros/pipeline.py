@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .convert import (INPUT_ENCODINGS, ImageError, check_image, image_to_rgb, new_image, numpy_to_image,
-                      set_data)
-from .geometry import CloudBuffer, StereoCamera, _corrected_disparity, color_map_disparity
+from .convert import INPUT_ENCODINGS, ImageError, check_image, image_to_rgb, new_image, numpy_to_image
+from .geometry import StereoCamera, _corrected_disparity, color_map_disparity
 from .inference.base import DEFAULT_DELTA_D, StereoMatcher
+from .messages import CloudBuffer, copy_camera_info, depth_image_mm, disparity_image, point_cloud
 
 DEPTH_ENCODINGS = ('32FC1', '16UC1')
 
@@ -168,7 +168,6 @@ class StereoPipeline:
         self._size = None
         self._trim_in = 0       # frames until freed buffers of the previous image size go back to the OS
         self._cam: StereoCamera | None = None
-        tune_allocator()
 
     @property
     def config(self) -> PipelineConfig:
@@ -281,8 +280,8 @@ class StereoPipeline:
             np.divide(np.float32(cam.fx_baseline), dc, out=depth)
         if wanted.depth:
             if out.depth is None:
-                out.depth = _millimetres(depth, header)
-            out.depth_info = _copy_info(left_info, header)
+                out.depth = depth_image_mm(depth, header)
+            out.depth_info = copy_camera_info(left_info, header)
         t3 = time.perf_counter()
         tm['depth'] = (t3 - t2) * 1e3
 
@@ -303,55 +302,22 @@ class StereoPipeline:
 
     def _disparity_msg(self, cam: StereoCamera, header):
         """(DisparityImage, writable HxW view of its image data)."""
-        from stereo_msgs.msg import DisparityImage
-
         info = self.matcher.info
-        msg = DisparityImage()
-        msg.header = header
-        msg.image, view = new_image(cam.height, cam.width, '32FC1', header)
-        msg.f = float(cam.fx)
-        msg.t = float(cam.baseline)
-        msg.min_disparity = float(self._config.min_disparity)
-        msg.max_disparity = float(self._config.max_disparity)
-        msg.delta_d = float(info.delta_d if info.delta_d else DEFAULT_DELTA_D)
-        x, y, vw, vh = valid_window(info.valid_window, cam.width, cam.height)
-        msg.valid_window.x_offset, msg.valid_window.y_offset = int(x), int(y)
-        msg.valid_window.width, msg.valid_window.height = int(vw), int(vh)
-        return msg, view
+        return disparity_image(cam, header, self._config.min_disparity, self._config.max_disparity,
+                               info.delta_d or DEFAULT_DELTA_D, info.valid_window)
 
     def _cloud_msg(self, depth: np.ndarray, cam: StereoCamera, rgb: np.ndarray, header):
-        from sensor_msgs.msg import PointCloud2, PointField
-
         cfg = self._config
         data, h, w = self._cloud.fill(depth, cam, rgb if cfg.use_color else None, cfg.organized_cloud,
                                       cfg.min_depth, cfg.max_depth)
-        if self._fields is None:
-            self._fields = [(n, o, t, c) for n, o, t, c in self._cloud.fields]
-        msg = PointCloud2()
-        msg.header = header
-        msg.height, msg.width = h, w
-        msg.fields = [PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in self._fields]
-        msg.is_bigendian = CloudBuffer.is_bigendian
-        msg.point_step = self._cloud.point_step
-        msg.row_step = msg.point_step * w
-        msg.is_dense = self._cloud.valid_count == h * w
-        set_data(msg, data)  # no copy of the multi-megabyte buffer
-        return msg
-
-
-def _millimetres(depth: np.ndarray, header):
-    """16UC1 depth image in millimetres; 0 where invalid or not representable (> 65.535 m)."""
-    mm = depth * np.float32(1000.0)
-    np.rint(mm, out=mm)
-    with np.errstate(invalid='ignore'):
-        ok = (mm >= 1.0) & (mm <= 65535.0)   # NaN fails both
-    msg, view = new_image(depth.shape[0], depth.shape[1], '16UC1', header)
-    np.copyto(view, mm, casting='unsafe', where=ok)  # the fresh data is zero elsewhere
-    return msg
+        return point_cloud(self._cloud, data, h, w, header)
 
 
 def tune_allocator() -> bool:
     """Keep large freed blocks in the process heap (glibc only), once per process.
+
+    Called once at start-up by the programs that run the pipeline (stereo_node's main, ffs-ros bench, demo
+    and bag), not by the pipeline itself: a library should not change process-wide allocator settings.
 
     Every frame creates multi-megabyte message buffers. With glibc's defaults each one is a fresh
     mmap whose pages fault in again (measured: cloud + serialisation 3.5+8 ms instead of
@@ -390,26 +356,3 @@ def release_free_memory() -> bool:
         return bool(ctypes.CDLL('libc.so.6').malloc_trim(0))
     except (OSError, AttributeError):
         return False
-
-
-def _copy_info(info, header):
-    """A copy of a CameraInfo with another header (the input message is left untouched)."""
-    from sensor_msgs.msg import CameraInfo
-
-    c = CameraInfo()
-    c.header = header
-    c.height, c.width = info.height, info.width
-    c.distortion_model = info.distortion_model
-    c.d, c.k, c.r, c.p = info.d, info.k, info.r, info.p
-    c.binning_x, c.binning_y = info.binning_x, info.binning_y
-    c.roi = info.roi
-    return c
-
-
-def valid_window(window, width: int, height: int) -> tuple[int, int, int, int]:
-    """The matcher's (x, y, width, height) clipped to a width x height image; the full image when it reports none."""
-    if window is None:
-        return 0, 0, width, height
-    x, y, w, h = (int(v) for v in window)
-    x, y = min(max(x, 0), width), min(max(y, 0), height)
-    return x, y, max(0, min(w, width - x)), max(0, min(h, height - y))

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from ffs_ros.geometry import (CloudBuffer, StereoCamera, color_map_disparity, corrected_disparity,
-                              depth_to_points, disparity_to_depth, valid_disparity_mask)
+from ffs_ros.geometry import (StereoCamera, color_map_disparity, corrected_disparity, depth_to_points,
+                              disparity_to_depth, valid_disparity_mask)
+from ffs_ros.messages import CloudBuffer
 
 W, H = 64, 48
 FX, FY, B = 400.0, 410.0, 0.12

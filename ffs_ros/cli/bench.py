@@ -215,7 +215,9 @@ def _parse_options(items) -> dict:
 
 def run(args) -> int:
     from ffs_ros.inference import load_matcher
-    from ffs_ros.pipeline import PipelineConfig, Wanted
+    from ffs_ros.pipeline import PipelineConfig, Wanted, tune_allocator
+
+    tune_allocator()
 
     try:
         width, height = parse_size(args.size)

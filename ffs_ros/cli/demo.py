@@ -51,33 +51,6 @@ def make_scenes(n: int, h: int, w: int, max_disp: float, seed: int):
     return [render_scene(rng, h, w, max_disparity=max_disp * 0.75, min_disparity=4.0) for _ in range(n)]
 
 
-def write_ply(path: Path, cloud) -> int:
-    """Binary PLY (x y z float, rgb uchar) of the finite points of a PointCloud2; returns the count."""
-    off = {f.name: f.offset for f in cloud.fields}
-    n = cloud.width * cloud.height
-    raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(n, cloud.point_step)
-    xyz = np.stack([raw[:, off[c]:off[c] + 4].copy().view('<f4').ravel() for c in 'xyz'], axis=1)
-    if 'rgb' in off:
-        rgb = raw[:, off['rgb']:off['rgb'] + 4].copy().view('<u4').ravel()
-        cols = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
-    else:
-        cols = np.full((n, 3), 200, np.uint8)
-    keep = np.all(np.isfinite(xyz), axis=1)
-    vert = np.zeros(int(keep.sum()), dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'),
-                                           ('red', 'u1'), ('green', 'u1'), ('blue', 'u1')])
-    for i, c in enumerate('xyz'):
-        vert[c] = xyz[keep, i]
-    for i, c in enumerate(('red', 'green', 'blue')):
-        vert[c] = cols[keep, i]
-    header = ('ply\nformat binary_little_endian 1.0\ncomment ffs_ros demo, last frame\n'
-              f'element vertex {len(vert)}\nproperty float x\nproperty float y\nproperty float z\n'
-              'property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n')
-    with open(path, 'wb') as f:
-        f.write(header.encode('ascii'))
-        f.write(vert.tobytes())
-    return len(vert)
-
-
 def write_pngs(out: Path, disparity_msg, depth_msg, max_disp: float) -> None:
     import cv2
     from ..convert import image_to_numpy
@@ -169,6 +142,8 @@ class BagRecorder:
 def run(args) -> int:
     from ..node.transport import use_shm_profile
     profile = use_shm_profile()                       # before the first DDS participant exists
+    from ..pipeline import tune_allocator
+    tune_allocator()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'OFF')
     try:
         w, h = (int(v) for v in args.size.lower().split('x'))
@@ -313,7 +288,9 @@ def run(args) -> int:
             print('ffs-ros demo: no output received from stereo_node (see its log above)', file=sys.stderr)
             return 1
         write_pngs(out, last['disparity'], last['depth'], args.max_disparity)
-        npts = write_ply(out / 'cloud.ply', last['points2'])
+        from ..messages import cloud_points
+        from ..ply import write_ply
+        npts = write_ply(out / 'cloud.ply', *cloud_points(last['points2']), comment='ffs_ros demo, last frame')
         summary = node.health.run_summary()
         sync_failures = node._sync.sync_failures
 

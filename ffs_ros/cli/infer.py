@@ -89,33 +89,15 @@ def camera_from_infos(paths, width: int, height: int, baseline=None):
                            f'the calibration resolution (or scale the calibration)')
         p = _yaml_matrix(data, 'projection_matrix', 12, path).reshape(3, 4)
         infos.append(p)
-    pl = infos[0]
-    tx_source = next((p for p in infos if p[0, 3] != 0), None)
-    if baseline is None:
-        if tx_source is None:
-            raise CliError('no baseline: the camera-info has Tx = 0 (a left camera); pass the right camera\'s YAML '
-                           'as the second --camera-info file, or --baseline METRES')
-        baseline = -tx_source[0, 3] / tx_source[0, 0]
-    if not baseline > 0:
-        raise CliError(f'baseline {baseline:g} m is not positive; left and right may be swapped')
-    cx_right = infos[1][0, 2] if len(infos) > 1 else pl[0, 2]
-    return StereoCamera(fx=pl[0, 0], fy=pl[1, 1], cx_left=pl[0, 2], cy=pl[1, 2], cx_right=cx_right,
-                        baseline=float(baseline), width=width, height=height)
-
-
-def write_ply(path, points: np.ndarray, colors: np.ndarray) -> None:
-    """Binary little-endian PLY: float x y z, uchar red green blue."""
-    n = len(points)
-    rec = np.empty(n, dtype=[('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('r', 'u1'), ('g', 'u1'), ('b', 'u1')])
-    rec['x'], rec['y'], rec['z'] = points[:, 0], points[:, 1], points[:, 2]
-    rec['r'], rec['g'], rec['b'] = colors[:, 0], colors[:, 1], colors[:, 2]
-    header = ('ply\nformat binary_little_endian 1.0\n'
-              f'element vertex {n}\n'
-              'property float x\nproperty float y\nproperty float z\n'
-              'property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n')
-    with open(path, 'wb') as f:
-        f.write(header.encode('ascii'))
-        f.write(rec.tobytes())
+    # the same construction as for CameraInfo messages (StereoCamera.from_projection): the right P carries
+    # Tx = -fx * baseline; a single file is used for both, --baseline overrides Tx
+    pl, pr = infos[0], infos[-1].copy()
+    if baseline is not None:
+        pr[0, 3] = -pr[0, 0] * float(baseline)
+    elif pr[0, 3] == 0:
+        raise CliError('no baseline: the camera-info has Tx = 0 (a left camera); pass the right camera\'s YAML '
+                       'as the second --camera-info file, or --baseline METRES')
+    return StereoCamera.from_projection(pl, pr, width, height)
 
 
 def run(args) -> int:
@@ -163,6 +145,7 @@ def _run(args) -> int:
         np.save(out / 'depth.npy', depth.astype(np.float32))
         pts = depth_to_points(depth, cam)
         keep = np.isfinite(depth)
+        from ffs_ros.ply import write_ply
         write_ply(out / 'cloud.ply', pts[keep], left[keep])
         summary['points'] = int(keep.sum())
     matcher.close()

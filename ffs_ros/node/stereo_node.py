@@ -451,6 +451,9 @@ def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
+
+    from ..pipeline import tune_allocator
+    tune_allocator()
     rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = StereoNode(matcher=matcher)
