@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,145 @@ class BagRecorder:
         self.writer.close()
 
 
+@dataclass
+class PlayResult:
+    seconds: float
+    warmup: int
+    rss_warm: float | None
+    rss_end: float
+
+
+class Player:
+    """The demo's camera: publishes generated scenes (with their CameraInfo) at a fixed rate as a best-effort
+    stream, optionally recording them to a bag, and remembers which scene each stamp showed (for the truth)."""
+
+    def __init__(self, ctx, scenes, w: int, h: int, fx: float, baseline: float) -> None:
+        from rclpy.node import Node
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from ..convert import make_camera_infos, numpy_to_image
+        self.frames = []
+        for sc in scenes:
+            left, right = numpy_to_image(sc.left, 'rgb8'), numpy_to_image(sc.right, 'rgb8')
+            left.header.frame_id = right.header.frame_id = 'left_optical'
+            with np.errstate(divide='ignore'):
+                gt_z = (fx * baseline / sc.disparity).astype(np.float32)
+            xs = np.arange(w)[None, :]
+            mask = (~sc.occluded) & (sc.disparity > 0) & (xs - sc.disparity >= 0)
+            self.frames.append((left, right, gt_z, mask))
+        self.li, self.ri = make_camera_infos(w, h, fx, baseline, frame_id='left_optical')
+        self.stamp_scene: dict = {}   # stamp -> scene index (bounded)
+        self.node = Node('demo_camera', namespace=NAMESPACE, context=ctx)
+        self.pubs = {t: self.node.create_publisher(c, t, qos_profile_sensor_data) for t, c in (
+            ('left/image_rect', Image), ('right/image_rect', Image),
+            ('left/camera_info', CameraInfo), ('right/camera_info', CameraInfo))}
+        self.last_stamp = None
+
+    def truth(self, st):
+        i = self.stamp_scene.get(st)
+        return None if i is None else self.frames[i][2:]
+
+    def connect(self, node, timeout: float = 10.0) -> None:
+        """Wait until both ends matched (the node skips pairs nobody subscribes to), then send the camera infos
+        once ahead, so the first pair is not refused for want of them."""
+        deadline = time.monotonic() + timeout
+        outs = (node.pub_disparity, node.pub_depth, node.pub_points)
+        while time.monotonic() < deadline and not (all(p.get_subscription_count() for p in self.pubs.values())
+                                                   and all(p.get_subscription_count() for p in outs)):
+            time.sleep(0.01)
+        self.pubs['left/camera_info'].publish(self.li)
+        self.pubs['right/camera_info'].publish(self.ri)
+        while time.monotonic() < deadline and not node.has_camera_infos():
+            time.sleep(0.01)
+
+    def play(self, node, frames: int, rate: float, record=None) -> PlayResult:
+        """Publish `frames` pairs at `rate` Hz; RSS is sampled after a warm-up (first-use buffers settle there)."""
+        recorder = BagRecorder(record) if record else None
+        period = 1.0 / rate
+        warmup = min(frames, WARMUP_PAIRS)
+        rss_warm = None
+        t_next = t0 = time.monotonic()
+        for i in range(frames):
+            k = i % len(self.frames)
+            left, right, _, _ = self.frames[k]
+            stamp = self.node.get_clock().now().to_msg()
+            st = stamp.sec * 10**9 + stamp.nanosec
+            self.stamp_scene[st] = k
+            if len(self.stamp_scene) > 64:
+                self.stamp_scene.pop(next(iter(self.stamp_scene)))
+            for m in (self.li, self.ri, left, right):
+                m.header.stamp = stamp
+            for topic, m in (('left/camera_info', self.li), ('right/camera_info', self.ri),
+                             ('left/image_rect', left), ('right/image_rect', right)):
+                self.pubs[topic].publish(m)
+                if recorder is not None:
+                    recorder.write('/' + topic, m, st)
+            self.last_stamp = st
+            if i + 1 == warmup:
+                node.wait_idle(30)
+                rss_warm = rss_mb()
+            if frames >= 200 and (i + 1) % 200 == 0:
+                print(f'  {i + 1}/{frames} pairs, RSS {rss_mb():.1f} MB', flush=True)
+            t_next += period
+            time.sleep(max(0.0, t_next - time.monotonic()))
+        seconds = time.monotonic() - t0
+        if recorder is not None:
+            recorder.close()
+            print(f'recorded the played topics to {record} (try: ffs-ros bag {record} --out OUT)')
+        return PlayResult(seconds, warmup, rss_warm, 0.0)
+
+
+def report(args, node, rec, played: PlayResult, rss_start: float, out: Path, size, fx: float,
+           baseline: float) -> int:
+    """Write the last frame's outputs and print the run's table; 1 when nothing came out."""
+    w, h = size
+    with rec.lock:
+        last = dict(rec.last)
+        lat = list(rec.latency_ms)
+        errs = list(rec.errors)
+    if 'disparity' not in last or 'depth' not in last or 'points2' not in last:
+        print('ffs-ros demo: no output received from stereo_node (see its log above)', file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    write_pngs(out, last['disparity'], last['depth'], args.max_disparity)
+    from ..messages import cloud_points
+    from ..ply import write_ply
+    npts = write_ply(out / 'cloud.ply', *cloud_points(last['points2']), comment='ffs_ros demo, last frame')
+    summary = node.health.run_summary()
+    rows = [('pairs in (played)', f'{args.frames} in {played.seconds:.1f} s'),
+            ('pairs synchronized', str(node.health.pairs_total)),
+            ('pairs out (published)', str(node.health.published_total)),
+            ('dropped (worker busy, latest wins)', str(node.dropped)),
+            ('sync failures / bad input', f'{node._sync.sync_failures} / {node.bad_frames}')]
+    for stage, (p50, p95) in summary['stages'].items():
+        rows.append((f'{stage} ms p50 / p95', f'{p50:.2f} / {p95:.2f}'))
+    if lat:
+        l50, l95 = np.percentile(lat, [50, 95])
+        rows.append(('end-to-end latency ms p50 / p95', f'{l50:.1f} / {l95:.1f}'))
+    if errs:
+        e = np.asarray(errs)
+        rows.append(('depth error: median |dZ|/Z', f'{100 * np.median(e[:, 0]):.2f} %'))
+        rows.append(('depth within 5 % of truth', f'{100 * np.mean(e[:, 1]):.1f} % of valid px'))
+        rows.append(('valid px (of matchable truth)', f'{100 * np.mean(e[:, 2]):.1f} %'))
+    rows.append((f'RSS start / after {played.warmup} pairs / end',
+                 f'{rss_start:.1f} / {played.rss_warm or float("nan"):.1f} / {played.rss_end:.1f} MB'))
+    if played.rss_warm is not None and args.frames > played.warmup:
+        rows.append((f'RSS growth over the last {args.frames - played.warmup} pairs',
+                     f'{played.rss_end - played.rss_warm:+.1f} MB'))
+    rows.append(('outputs', f'{out}/disparity.png, depth.png, cloud.ply ({npts} points)'))
+    width = max(len(r[0]) for r in rows)
+    info = node.matcher.info
+    print(f'\nffs_ros demo: {w}x{h}, fx {fx:g} px, baseline {baseline} m, backend {info.backend} ({info.model})')
+    print('-' * (width + 30))
+    for k, v in rows:
+        print(f'{k:<{width}}  {v}')
+    sys.stdout.flush()
+    return 0
+
+
 def run(args) -> int:
+    """Start stereo_node and the camera player in one process, play, wait for the last outputs, report."""
     from ..node.transport import use_shm_profile
     profile = use_shm_profile()                       # before the first DDS participant exists
     from ..pipeline import tune_allocator
@@ -158,13 +297,11 @@ def run(args) -> int:
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
-    from rclpy.node import Node
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Image, PointCloud2
     from stereo_msgs.msg import DisparityImage
 
-    from ..convert import make_camera_infos, numpy_to_image
     from ..node.params import ParamError
     from ..node.stereo_node import StereoNode
 
@@ -188,140 +325,30 @@ def run(args) -> int:
             sys.stdout.flush()
         nodes.append(node)
         print(f'generating {args.scenes} scenes at {w}x{h} ...', flush=True)
-        scenes = make_scenes(args.scenes, h, w, args.max_disparity, args.seed)
-        frames = []
-        for s in scenes:
-            left, right = numpy_to_image(s.left, 'rgb8'), numpy_to_image(s.right, 'rgb8')
-            left.header.frame_id = right.header.frame_id = 'left_optical'
-            with np.errstate(divide='ignore'):
-                gt_z = (fx * baseline / s.disparity).astype(np.float32)
-            xs = np.arange(w)[None, :]
-            mask = (~s.occluded) & (s.disparity > 0) & (xs - s.disparity >= 0)
-            frames.append((left, right, gt_z, mask))
-        li, ri = make_camera_infos(w, h, fx, baseline, frame_id='left_optical')
-        stamp_scene = {}   # stamp -> scene index (bounded)
-
-        def gt_for(st):
-            i = stamp_scene.get(st)
-            return None if i is None else frames[i][2:]
-
-        player = Node('demo_camera', namespace=NAMESPACE, context=ctx)
-        nodes.append(player)
-        pubs = {t: player.create_publisher(c, t, qos_profile_sensor_data) for t, c in (
-            ('left/image_rect', Image), ('right/image_rect', Image),
-            ('left/camera_info', CameraInfo), ('right/camera_info', CameraInfo))}
-        rec = Recorder(player.get_clock(), gt_for)
+        player = Player(ctx, make_scenes(args.scenes, h, w, args.max_disparity, args.seed), w, h, fx, baseline)
+        nodes.append(player.node)
+        rec = Recorder(player.node.get_clock(), player.truth)
         rq = QoSProfile(depth=2)
-        player.create_subscription(DisparityImage, 'disparity', rec.cb('disparity'), rq)
-        player.create_subscription(Image, 'depth/image_rect', rec.cb('depth'), rq)
-        player.create_subscription(PointCloud2, 'points2', rec.cb('points2'), rq)
+        player.node.create_subscription(DisparityImage, 'disparity', rec.cb('disparity'), rq)
+        player.node.create_subscription(Image, 'depth/image_rect', rec.cb('depth'), rq)
+        player.node.create_subscription(PointCloud2, 'points2', rec.cb('points2'), rq)
         executor = MultiThreadedExecutor(num_threads=2, context=ctx)
         spin = threading.Thread(target=executor.spin, daemon=True)
         for n in nodes:
             executor.add_node(n)
         spin.start()
-        deadline = time.monotonic() + 10
-        # both ends matched: the camera's publishers see the node, and the node's output publishers see
-        # our recorder (the node skips pairs that nobody subscribes to)
-        outs = (node.pub_disparity, node.pub_depth, node.pub_points)
-        while time.monotonic() < deadline and not (all(p.get_subscription_count() for p in pubs.values())
-                                                   and all(p.get_subscription_count() for p in outs)):
-            time.sleep(0.01)
-        # a camera driver publishes camera_info with every frame; send it once ahead so that the
-        # first pair is not dropped as 'camera_info not yet received'
-        pubs['left/camera_info'].publish(li)
-        pubs['right/camera_info'].publish(ri)
-        while time.monotonic() < deadline and not node.has_camera_infos():
-            time.sleep(0.01)
+        player.connect(node)
         info = node.matcher.info
         print(f'playing {args.frames} pairs at {args.rate:g} Hz through stereo_node '
               f'({info.backend} on {info.device}); Fast DDS profile {profile}', flush=True)
-
-        recorder = BagRecorder(args.record) if args.record else None
-        period = 1.0 / args.rate
-        # RSS settles during the first ~30 pairs (matcher/allocator per-thread buffers, DDS sample
-        # pools); growth is measured from here, so that it shows leaks rather than first use
-        warmup = min(args.frames, WARMUP_PAIRS)
-        rss_warm = None
-        t_next = time.monotonic()
-        t_play0 = time.monotonic()
-        for i in range(args.frames):
-            k = i % len(frames)
-            left, right, _, _ = frames[k]
-            stamp = player.get_clock().now().to_msg()
-            st = stamp.sec * 10**9 + stamp.nanosec
-            stamp_scene[st] = k
-            if len(stamp_scene) > 64:
-                stamp_scene.pop(next(iter(stamp_scene)))
-            for m in (li, ri, left, right):
-                m.header.stamp = stamp
-            for topic, m in (('left/camera_info', li), ('right/camera_info', ri),
-                             ('left/image_rect', left), ('right/image_rect', right)):
-                pubs[topic].publish(m)
-                if recorder is not None:
-                    recorder.write('/' + topic, m, st)
-            if i + 1 == warmup:
-                node.wait_idle(30)
-                rss_warm = rss_mb()
-            if args.frames >= 200 and (i + 1) % 200 == 0:
-                print(f'  {i + 1}/{args.frames} pairs, RSS {rss_mb():.1f} MB', flush=True)
-            t_next += period
-            time.sleep(max(0.0, t_next - time.monotonic()))
-        play_s = time.monotonic() - t_play0
-        if recorder is not None:
-            recorder.close()
-            print(f'recorded the played topics to {args.record} (try: ffs-ros bag {args.record} --out OUT)')
+        played = player.play(node, args.frames, args.rate, args.record)
         node.wait_idle(60)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and rec.last_stamp != st and node.health.published_total:
+        while time.monotonic() < deadline and rec.last_stamp != player.last_stamp and node.health.published_total:
             time.sleep(0.01)
         time.sleep(0.1)
-        rss_end = rss_mb()
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        with rec.lock:
-            last = dict(rec.last)
-            lat = list(rec.latency_ms)
-            errs = list(rec.errors)
-        if 'disparity' not in last or 'depth' not in last or 'points2' not in last:
-            print('ffs-ros demo: no output received from stereo_node (see its log above)', file=sys.stderr)
-            return 1
-        write_pngs(out, last['disparity'], last['depth'], args.max_disparity)
-        from ..messages import cloud_points
-        from ..ply import write_ply
-        npts = write_ply(out / 'cloud.ply', *cloud_points(last['points2']), comment='ffs_ros demo, last frame')
-        summary = node.health.run_summary()
-        sync_failures = node._sync.sync_failures
-
-        rows = [('pairs in (played)', f'{args.frames} in {play_s:.1f} s'),
-                ('pairs synchronized', str(node.health.pairs_total)),
-                ('pairs out (published)', str(node.health.published_total)),
-                ('dropped (worker busy, latest wins)', str(node.dropped)),
-                ('sync failures / bad input', f'{sync_failures} / {node.bad_frames}')]
-        for stage, (p50, p95) in summary['stages'].items():
-            rows.append((f'{stage} ms p50 / p95', f'{p50:.2f} / {p95:.2f}'))
-        if lat:
-            l50, l95 = np.percentile(lat, [50, 95])
-            rows.append(('end-to-end latency ms p50 / p95', f'{l50:.1f} / {l95:.1f}'))
-        if errs:
-            e = np.asarray(errs)
-            rows.append(('depth error: median |dZ|/Z', f'{100 * np.median(e[:, 0]):.2f} %'))
-            rows.append(('depth within 5 % of truth', f'{100 * np.mean(e[:, 1]):.1f} % of valid px'))
-            rows.append(('valid px (of matchable truth)', f'{100 * np.mean(e[:, 2]):.1f} %'))
-        rows.append((f'RSS start / after {warmup} pairs / end',
-                     f'{rss_start:.1f} / {rss_warm or float("nan"):.1f} / {rss_end:.1f} MB'))
-        if rss_warm is not None and args.frames > warmup:
-            rows.append((f'RSS growth over the last {args.frames - warmup} pairs', f'{rss_end - rss_warm:+.1f} MB'))
-        rows.append(('outputs', f'{out}/disparity.png, depth.png, cloud.ply ({npts} points)'))
-        width = max(len(r[0]) for r in rows)
-        print(f'\nffs_ros demo: {w}x{h}, fx {fx:g} px, baseline {baseline} m, backend {info.backend} '
-              f'({info.model})')
-        print('-' * (width + 30))
-        for k, v in rows:
-            print(f'{k:<{width}}  {v}')
-        sys.stdout.flush()
-        return 0
+        played.rss_end = rss_mb()
+        return report(args, node, rec, played, rss_start, Path(args.out), (w, h), fx, baseline)
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=5)
