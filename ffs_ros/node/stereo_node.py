@@ -157,6 +157,7 @@ class StereoNode(Node):
         self.get_logger().info(
             f'{info.backend} on {info.device} ({info.model}); sync '
             f'{"approximate %.3f s" % v["approximate_sync_tolerance_seconds"] if v["approximate_sync"] else "exact"}'
+            f' ({self._sync.name})'
             f', input QoS {v["input_qos"]}, output QoS {v["output_qos"]}; listening on '
             f'{self.sub_left.topic_name}, {self.sub_right.topic_name}')
 

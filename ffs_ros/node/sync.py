@@ -36,6 +36,8 @@ def stamp_ns(msg: Any) -> int:
 class StereoSynchronizer:
     """Pair left and right messages by stamp and call `callback(left, right)` for each pair."""
 
+    name = 'ffs_ros StereoSynchronizer'
+
     def __init__(self, callback: Callable[[Any, Any], None], queue_size: int = 5,
                  approximate: bool = False, tolerance: float = 0.0,
                  stamp: Callable[[Any], int] = stamp_ns) -> None:
@@ -119,11 +121,15 @@ class StereoSynchronizer:
 class MessageFiltersSynchronizer:
     """The same interface as StereoSynchronizer, backed by ROS 2 `message_filters` (on a distro).
 
-    Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code
-    path for QoS, the stamps-backwards check and the camera-info cache, and only the pairing is
-    delegated. message_filters does not report unpaired messages, so `sync_failures` here counts
-    images offered minus images paired (it includes the few still waiting in the queues).
+    Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code path for QoS, the
+    stamps-backwards check and the camera-info cache, and only the pairing is delegated. Only the public API of
+    message_filters is used: this class keeps its own record of the last `queue_size` unpaired images per side
+    (what message_filters holds at most), so `sync_failures` means what it means with our synchronizer (images
+    discarded without ever being paired: pushed out of the queue, or cleared), and `clear(side)` recreates the
+    synchronizer and offers it again the other side's waiting images.
     """
+
+    name = 'message_filters'
 
     def __init__(self, callback: Callable[[Any, Any], None], queue_size: int = 5,
                  approximate: bool = False, tolerance: float = 0.0, module: Any = None) -> None:
@@ -131,41 +137,62 @@ class MessageFiltersSynchronizer:
             raise ValueError(f'queue_size must be >= 1, got {queue_size}')
         if tolerance < 0:
             raise ValueError(f'tolerance must be >= 0 s, got {tolerance}')
-        mf = module if module is not None else __import__('message_filters')
-        self._inputs = (mf.SimpleFilter(), mf.SimpleFilter())
-        if approximate:
-            self._sync = mf.ApproximateTimeSynchronizer(list(self._inputs), queue_size, tolerance)
-        else:
-            self._sync = mf.TimeSynchronizer(list(self._inputs), queue_size)
-        self._sync.registerCallback(self._paired)
+        self._mf = module if module is not None else __import__('message_filters')
         self._callback = callback
+        self.queue_size = int(queue_size)
         self.approximate = bool(approximate)
+        self.tolerance = float(tolerance)
         self.pairs = 0
-        self.offered = 0
+        self.unmatched = [0, 0]
+        self._pending: tuple[deque, deque] = (deque(), deque())   # unpaired messages offered, per side
+        self._build()
+
+    def _build(self) -> None:
+        mf = self._mf
+        self._inputs = (mf.SimpleFilter(), mf.SimpleFilter())
+        if self.approximate:
+            self._sync = mf.ApproximateTimeSynchronizer(list(self._inputs), self.queue_size, self.tolerance)
+        else:
+            self._sync = mf.TimeSynchronizer(list(self._inputs), self.queue_size)
+        self._sync.registerCallback(self._paired)
 
     def _paired(self, left: Any, right: Any) -> None:
+        for side, msg in ((LEFT, left), (RIGHT, right)):
+            q = self._pending[side]
+            for i, m in enumerate(q):
+                if m is msg:
+                    del q[i]
+                    break
         self.pairs += 1
         self._callback(left, right)
 
     @property
     def sync_failures(self) -> int:
-        return max(0, self.offered - 2 * self.pairs)
+        """Images that were discarded without ever being paired (both sides)."""
+        return self.unmatched[LEFT] + self.unmatched[RIGHT]
+
+    def queued(self, side: int) -> int:
+        """Number of unpaired messages waiting on `side` (never more than queue_size)."""
+        return len(self._pending[side])
 
     def add(self, side: int, msg: Any) -> None:
-        self.offered += 1
+        q = self._pending[side]
+        q.append(msg)
+        while len(q) > self.queue_size:   # message_filters has let it go too
+            q.popleft()
+            self.unmatched[side] += 1
         self._inputs[side].signalMessage(msg)
 
     def clear(self, side: int | None = None) -> None:
-        """Forget waiting messages of `side` (both when None); message_filters keeps them in `queues`
-        (one per input) under `lock`."""
-        queues = getattr(self._sync, 'queues', None)
-        lock = getattr(self._sync, 'lock', None)
-        if queues is None or lock is None:
-            return
-        with lock:
-            for i, q in enumerate(queues):
-                if side is None or i == side:
-                    q.clear()
+        """Forget the messages waiting on `side` (both when None): a new synchronizer, offered again the other
+        side's waiting messages (they may already belong to the new timeline)."""
+        keep = [] if side is None else list(self._pending[1 - side])
+        for s in ((LEFT, RIGHT) if side is None else (side,)):
+            self.unmatched[s] += len(self._pending[s])
+        self._pending = (deque(), deque())
+        self._build()
+        for msg in keep:
+            self.add(1 - side, msg)
 
 
 def make_synchronizer(callback: Callable[[Any, Any], None], queue_size: int = 5,
