@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench gpu-check clean
+.PHONY: venv demo test bench gpu-check clean venv-jazzy test-jazzy
 
 venv: $(STAMP)
 
@@ -22,6 +22,27 @@ demo: venv
 
 test: venv
 	$(VPY) -m pytest -q test
+	$(MAKE) test-jazzy
+
+# The same suite against the numpy and OpenCV that ROS 2 Jazzy ships (constraints-jazzy.txt), in a second venv
+# built from the same requirements; rclpy and the messages are the same PyPI wheels as in .venv.
+JVENV := .venv-jazzy
+JPY := $(JVENV)/bin/python
+JSTAMP := $(JVENV)/.installed
+
+venv-jazzy: $(JSTAMP)
+
+$(JSTAMP): requirements.txt constraints-jazzy.txt setup.py
+	$(PY) -m venv $(JVENV)
+	$(JPY) -m pip install -q --upgrade pip
+	$(JPY) -m pip install -q torch==2.13.0 -c constraints-jazzy.txt
+	$(JPY) -m pip install -q -r requirements.txt -c constraints-jazzy.txt
+	$(JPY) -m pip install -q --no-deps -e .
+	touch $(JSTAMP)
+
+test-jazzy: venv-jazzy
+	$(JPY) -c 'import numpy, cv2; print("test-jazzy: numpy", numpy.__version__, "OpenCV", cv2.__version__)'
+	$(JPY) -m pytest -q test
 
 # Every GPU claim in one command, on a machine with CUDA + PyTorch (no venv, ROS or package index needed there):
 # writes out/gpu-check.json and prints a table; without CUDA it says so and exits 0.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import logging
 import os
 import threading
@@ -270,6 +271,9 @@ def gpu_identity(device=None) -> tuple[str, tuple[int, int]]:
     return torch.cuda.get_device_name(idx), tuple(torch.cuda.get_device_capability(idx))
 
 
+_TMP_SEQ = itertools.count()
+
+
 def ensure_engine(onnx_path, input_shapes: dict, precision: str = 'fp16', force: bool = False, cache=None,
                   workspace_gb: float = 4.0, opt_level: int = 3, device=None, trt=None) -> Path:
     """Path of the cached engine for this key, built first when missing or forced."""
@@ -278,7 +282,9 @@ def ensure_engine(onnx_path, input_shapes: dict, precision: str = 'fp16', force:
     key = engine_cache.make_key(onnx_path, trt.__version__, name, cc, precision, input_shapes)
     path = engine_cache.cached_engine_path(onnx_path, key, cache)
     if engine_cache.needs_build(path, force):
-        tmp = path.with_name(f'{path.name}.building-{os.getpid()}-{threading.get_ident()}')
+        # pid + thread + a process-wide sequence number: thread idents are reused once a thread has ended
+        seq = next(_TMP_SEQ)
+        tmp = path.with_name(f'{path.name}.building-{os.getpid()}-{threading.get_ident()}-{seq}')
         try:
             build_engine(onnx_path, tmp, input_shapes, precision, workspace_gb, opt_level, trt=trt,
                          timing_cache=engine_cache.timing_cache_path(cache, trt.__version__, name, cc), cache=cache)
