@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# ROS 2 packages that are not on PyPI, as wheels beside the project (optional: tests skip without them)
+WHEELS ?= ../shared/wheels
 
 .PHONY: venv demo test bench gpu-check clean venv-jazzy test-jazzy
 
@@ -15,6 +17,8 @@ $(STAMP): requirements.txt setup.py
 	$(VPY) -m pip install -q torch==2.13.0
 	$(VPY) -m pip install -q -r requirements.txt
 	$(VPY) -m pip install -q --no-deps -e .
+	# ROS 2's sensor_msgs_py (not on PyPI) from ../shared when it is there: tests read our clouds with it
+	if [ -d $(WHEELS)/sensor-msgs-py ]; then $(VPY) -m pip install -q --no-deps $(WHEELS)/sensor-msgs-py/*.whl; fi
 	touch $(STAMP)
 
 demo: venv
@@ -38,6 +42,10 @@ $(JSTAMP): requirements.txt constraints-jazzy.txt setup.py
 	$(JPY) -m pip install -q torch==2.13.0 -c constraints-jazzy.txt
 	$(JPY) -m pip install -q -r requirements.txt -c constraints-jazzy.txt
 	$(JPY) -m pip install -q --no-deps -e .
+	# the distro's paths: ROS 2 message_filters (the node pairs with it where it imports) and sensor_msgs_py, so
+	# this run tests the message_filters synchronizer while .venv tests ours
+	if [ -d $(WHEELS)/message-filters ]; then $(JPY) -m pip install -q --no-deps $(WHEELS)/message-filters/*.whl \
+		$(WHEELS)/sensor-msgs-py/*.whl; fi
 	touch $(JSTAMP)
 
 test-jazzy: venv-jazzy
@@ -53,4 +61,4 @@ bench: venv
 	$(VENV)/bin/ffs-ros bench --size 640x480
 
 clean:
-	rm -rf $(VENV) out build install log *.egg-info
+	rm -rf $(VENV) $(JVENV) out build install log *.egg-info

@@ -284,3 +284,16 @@ def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(ros_conte
     player.send(node, left, right, li, ri, stamp_ns=6_000_000_123)
     player.out['disparity'].wait_for(lambda msg: msg.header.stamp.sec == 6)
     assert m.prepared == [(H, W)]
+
+
+def test_node_pairs_with_message_filters_where_it_imports(setup):
+    """On a distro (and in the Jazzy venv of make test) the node pairs with ROS 2's message_filters, else with
+    ours; the start-up line names it."""
+    import importlib.util
+    node, player = setup()
+    expected = 'message_filters' if importlib.util.find_spec('message_filters') else 'ffs_ros StereoSynchronizer'
+    assert node._sync.name == expected
+    left, right, li, ri = plane_msgs()
+    assert player.publish_infos(node, li, ri)
+    player.publish(left, right, stamp_ns=7_000_000_000)
+    assert player.out['disparity'].wait_for(lambda m: m.header.stamp.sec == 7) is not None

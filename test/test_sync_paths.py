@@ -11,16 +11,26 @@ WHEEL = Path(__file__).resolve().parents[2] / 'shared' / 'wheels' / 'message-fil
     'message_filters-4.11.2-py3-none-any.whl'
 
 
-def real_message_filters():
+@pytest.fixture(scope='module')
+def real_mf():
+    """ROS 2 message_filters: installed (Jazzy venv, distro), else imported from the wheel for this module only
+    (removed again afterwards, so later tests in this process keep the synchronizer their venv gives)."""
     try:
-        import message_filters as mf   # a Jazzy venv or a distro has it installed
-    except ImportError:
-        if not WHEEL.is_file():
-            pytest.skip(f'ROS 2 message_filters is not installed and {WHEEL} is absent (../shared)')
-        sys.path.insert(0, str(WHEEL))   # a pure-Python wheel imports straight from the zip
         import message_filters as mf
-    assert hasattr(mf, 'ApproximateTimeSynchronizer') and hasattr(mf, 'SimpleFilter')
-    return mf
+        yield mf
+        return
+    except ImportError:
+        pass
+    if not WHEEL.is_file():
+        pytest.skip(f'ROS 2 message_filters is not installed and {WHEEL} is absent (../shared)')
+    sys.path.insert(0, str(WHEEL))   # a pure-Python wheel imports straight from the zip
+    try:
+        import message_filters as mf
+        yield mf
+    finally:
+        sys.path.remove(str(WHEEL))
+        for name in [n for n in sys.modules if n == 'message_filters' or n.startswith('message_filters.')]:
+            del sys.modules[name]
 
 
 def msg(t_ns, tag=''):
@@ -34,6 +44,8 @@ def msg(t_ns, tag=''):
 
 @pytest.fixture(params=['ffs_ros', 'message_filters'])
 def make(request):
+    mf = request.getfixturevalue('real_mf') if request.param == 'message_filters' else None
+
     def build(queue_size=5, approximate=False, tolerance=0.0):
         pairs = []
 
@@ -42,7 +54,7 @@ def make(request):
         if request.param == 'ffs_ros':
             sync = StereoSynchronizer(cb, queue_size, approximate, tolerance)
         else:
-            sync = MessageFiltersSynchronizer(cb, queue_size, approximate, tolerance, module=real_message_filters())
+            sync = MessageFiltersSynchronizer(cb, queue_size, approximate, tolerance, module=mf)
         return sync, pairs
     return build
 
