@@ -8,4 +8,5 @@ Data path, one responsibility per module:
   node       ROS wiring only (params, sync, worker, publishers, diagnostics)
   cli        the `ffs-ros` tools
 """
+
 __version__ = '0.1.0'

@@ -12,6 +12,7 @@ cv_bridge is deliberately not used: the PyPI `cv-bridge` is a ROS-1-era shim tha
 commonly emit (uyvy / yuyv, also under their deprecated names yuv422 / yuv422_yuy2, and
 bayer_*8) are decoded with OpenCV directly instead.
 """
+
 from __future__ import annotations
 
 import array
@@ -33,9 +34,9 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 }
 # Camera encodings decoded to RGB with OpenCV (image_to_numpy gives their raw layout).
 CAMERA_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
-    'uyvy': (np.dtype(np.uint8), 2),         # current ROS name (sensor_msgs image_encodings)
-    'yuyv': (np.dtype(np.uint8), 2),         # current ROS name
-    'yuv422': (np.dtype(np.uint8), 2),       # deprecated alias of uyvy
+    'uyvy': (np.dtype(np.uint8), 2),  # current ROS name (sensor_msgs image_encodings)
+    'yuyv': (np.dtype(np.uint8), 2),  # current ROS name
+    'yuv422': (np.dtype(np.uint8), 2),  # deprecated alias of uyvy
     'yuv422_yuy2': (np.dtype(np.uint8), 2),  # deprecated alias of yuyv
     'bayer_rggb8': (np.dtype(np.uint8), 1),
     'bayer_bggr8': (np.dtype(np.uint8), 1),
@@ -52,8 +53,10 @@ _HOST_BIG = sys.byteorder == 'big'
 
 
 class ImageError(ValueError):
-    """An Image message that cannot be converted: `problem` says what is wrong, `fix` what to do;
-    str() gives both."""
+    """An Image message that cannot be converted:
+
+    `problem` says what is wrong, `fix` what to do; str() gives both.
+    """
 
     def __init__(self, problem: str, fix: str = '') -> None:
         self.problem = problem
@@ -67,7 +70,8 @@ def _layout(encoding: str) -> tuple[np.dtype, int]:
     except KeyError:
         raise ImageError(
             f'unsupported image encoding {encoding!r}',
-            f'publish one of {", ".join(INPUT_ENCODINGS)} (e.g. convert in the camera driver or with image_proc)'
+            f'publish one of {", ".join(INPUT_ENCODINGS)} (e.g. convert in the camera driver or '
+            'with image_proc)',
         ) from None
 
 
@@ -79,27 +83,39 @@ def bytes_per_pixel(encoding: str) -> int:
 
 def check_image(msg) -> tuple[np.dtype, int]:
     """Validate an Image's encoding, size, step, data length and byte order without touching
-    the pixels. Returns (dtype, channels); raises ImageError naming the problem and the fix."""
+    the pixels. Returns (dtype, channels); raises ImageError naming the problem and the fix.
+    """
     dtype, channels = _layout(msg.encoding)
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
-        raise ImageError(f'empty image ({w}x{h}, encoding {msg.encoding})',
-                         'check that the camera driver publishes frames with pixels')
+        raise ImageError(
+            f'empty image ({w}x{h}, encoding {msg.encoding})',
+            'check that the camera driver publishes frames with pixels',
+        )
     bpp = dtype.itemsize * channels
     if step < w * bpp:
-        raise ImageError(f'image step {step} is smaller than width*bytes_per_pixel = {w}*{bpp} = {w * bpp} '
-                         f'({msg.encoding})', f'set step to the row length in bytes (>= {w * bpp})')
+        raise ImageError(
+            f'image step {step} is smaller than width*bytes_per_pixel = {w}*{bpp} = {w * bpp} '
+            f'({msg.encoding})',
+            f'set step to the row length in bytes (>= {w * bpp})',
+        )
     n = len(msg.data)
     if n != step * h:
-        raise ImageError(f'image data has {n} bytes but step*height = {step}*{h} = {step * h} '
-                         f'({msg.encoding} {w}x{h})', 'the publisher must fill data with height rows '
-                         'of step bytes (check width/height/step against the buffer)')
+        raise ImageError(
+            f'image data has {n} bytes but step*height = {step}*{h} = {step * h} '
+            f'({msg.encoding} {w}x{h})',
+            'the publisher must fill data with height rows '
+            'of step bytes (check width/height/step against the buffer)',
+        )
     if dtype.itemsize > 1 and bool(msg.is_bigendian) != _HOST_BIG:
         order = 'big' if msg.is_bigendian else 'little'
-        raise ImageError(f'{order}-endian {8 * dtype.itemsize}-bit image data ({msg.encoding}, '
-                         f'is_bigendian={int(bool(msg.is_bigendian))}) is not supported on this '
-                         f'{sys.byteorder}-endian host', f'publish {sys.byteorder}-endian data '
-                         f'(is_bigendian={int(_HOST_BIG)}), e.g. byte-swap in the driver')
+        raise ImageError(
+            f'{order}-endian {8 * dtype.itemsize}-bit image data ({msg.encoding}, '
+            f'is_bigendian={int(bool(msg.is_bigendian))}) is not supported on this '
+            f'{sys.byteorder}-endian host',
+            f'publish {sys.byteorder}-endian data '
+            f'(is_bigendian={int(_HOST_BIG)}), e.g. byte-swap in the driver',
+        )
     return dtype, channels
 
 
@@ -119,7 +135,7 @@ def image_to_numpy(msg) -> np.ndarray:
         arr = buf.view(dtype) if dtype.itemsize > 1 else buf
     else:
         # padded rows: (h, step) view, crop each row to its pixel bytes; still no copy
-        arr = buf.reshape(h, step)[:, :row]
+        arr = buf.reshape(h, step)[:,:row]
         if dtype.itemsize > 1:
             arr = arr.view(dtype)
     arr = arr.reshape((h, w) if channels == 1 else (h, w, channels))
@@ -141,8 +157,10 @@ def image_to_rgb(msg) -> np.ndarray:
     enc = msg.encoding
     if enc not in INPUT_ENCODINGS:
         _layout(enc)  # raises the unsupported-encoding error
-        raise ImageError(f'{enc} images cannot be used for matching',
-                         f'publish one of {", ".join(INPUT_ENCODINGS)}')
+        raise ImageError(
+            f'{enc} images cannot be used for matching',
+            f'publish one of {", ".join(INPUT_ENCODINGS)}',
+        )
     a = image_to_numpy(msg)
     if enc == 'rgb8':
         return a
@@ -174,7 +192,9 @@ _CV_CAMERA_CODES = {
 
 
 def new_data(nbytes: int) -> array.array:
-    """A zeroed array.array('B') of `nbytes` for a message's uint8[] data (fast: ~0.05 ms for 5 MB).
+    """A zeroed array.array('B') of `nbytes` for a message's uint8[] data (fast:
+
+    ~0.05 ms for 5 MB).
 
     Fill it through `np.frombuffer(buf, dtype)` (a writable view) and attach it with set_data().
     """
@@ -190,7 +210,11 @@ def set_data(msg, buf: array.array) -> None:
     conversion at publish time reads `msg.data` through the buffer protocol either way. Falls back
     to the public setter for anything else.
     """
-    if type(buf) is array.array and buf.typecode == 'B' and '_data' in getattr(type(msg), '__slots__', ()):
+    if (
+        type(buf) is array.array
+        and buf.typecode == 'B'
+        and '_data' in getattr(type(msg), '__slots__', ())
+    ):
         msg._data = buf
     else:
         msg.data = buf
@@ -230,18 +254,31 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header=None):
     arr = np.asarray(arr)
     shape_ok = (arr.ndim == 2 and channels == 1) or (arr.ndim == 3 and arr.shape[2] == channels)
     if not shape_ok or arr.dtype.base.kind != dtype.kind or arr.dtype.itemsize != dtype.itemsize:
-        raise ImageError(f'array of shape {arr.shape} dtype {arr.dtype} does not fit encoding {encoding} '
-                         f'({channels} channel(s) of {dtype})', 'convert the array or pick the matching encoding')
+        raise ImageError(
+            f'array of shape {arr.shape} dtype {arr.dtype} does not fit encoding {encoding} '
+            f'({channels} channel(s) of {dtype})',
+            'convert the array or pick the matching encoding',
+        )
     msg, view = new_image(arr.shape[0], arr.shape[1], encoding, header)
     np.copyto(view, arr, casting='equiv')  # byte-swaps non-native input
     return msg
 
 
-def make_camera_infos(width: int, height: int, fx: float, baseline: float, cx: float | None = None,
-                      cy: float | None = None, fy: float | None = None, frame_id: str = 'left_optical',
-                      cx_right: float | None = None):
-    """A rectified (CameraInfo left, CameraInfo right) pair: plumb_bob with zero distortion,
-    K, R = I, P; P_right[0,3] = -fx*baseline (the ROS convention for the right camera).
+def make_camera_infos(
+    width: int,
+    height: int,
+    fx: float,
+    baseline: float,
+    cx: float | None = None,
+    cy: float | None = None,
+    fy: float | None = None,
+    frame_id: str = 'left_optical',
+    cx_right: float | None = None,
+):
+    """A rectified (CameraInfo left, CameraInfo right) pair:
+
+    plumb_bob with zero distortion, K, R = I, P; P_right[0,3] = -fx*baseline (the ROS convention
+    for the right camera).
 
     cx/cy default to the image centre ((w-1)/2, (h-1)/2), fy to fx, cx_right to cx. The right
     frame_id is frame_id with 'left' replaced by 'right'.
@@ -253,7 +290,10 @@ def make_camera_infos(width: int, height: int, fx: float, baseline: float, cx: f
     fy = float(fx) if fy is None else float(fy)
     cx_right = cx if cx_right is None else float(cx_right)
     infos = []
-    for side_cx, tx, side in ((cx, 0.0, 'left'), (cx_right, -float(fx) * float(baseline), 'right')):
+    for side_cx, tx, side in (
+        (cx, 0.0, 'left'),
+        (cx_right, -float(fx) * float(baseline), 'right'),
+    ):
         info = CameraInfo()
         info.header.frame_id = frame_id.replace('left', 'right') if side == 'right' else frame_id
         info.width, info.height = int(width), int(height)

@@ -1,4 +1,6 @@
-"""Stereo geometry in plain numpy (no ROS): disparity -> depth -> points (cloud messages: messages.py).
+"""Stereo geometry in plain numpy (no ROS):
+
+disparity -> depth -> points (cloud messages: messages.py).
 
 Conventions (ROS, REP 103/118): rectified pair, left optical frame (x right, y down, z forward),
 depth in metres along z, invalid = NaN. The raw disparity from a matcher is d = x_left - x_right;
@@ -10,10 +12,11 @@ Invalid disparities: NaN; corrected disparity <= 0 or outside [min_disparity, ma
 image (x_right = x - d outside [0, width-1]). All of these reduce to a per-column interval
 lo[x] <= d - doffs <= hi[x], so validity costs two comparisons per pixel (NaN fails both).
 """
+
 from __future__ import annotations
 
-import threading
 from dataclasses import astuple, dataclass
+import threading
 
 import numpy as np
 
@@ -23,6 +26,7 @@ _TINY = float(np.nextafter(np.float32(0), np.float32(1)))  # smallest positive f
 @dataclass
 class StereoCamera:
     """A rectified stereo pair (pixels; baseline in metres)."""
+
     fx: float
     fy: float
     cx_left: float
@@ -39,7 +43,7 @@ class StereoCamera:
 
     @property
     def fx_baseline(self) -> float:
-        """fx * baseline: depth = fx_baseline / corrected disparity."""
+        """Fx * baseline: depth = fx_baseline / corrected disparity."""
         return self.fx * self.baseline
 
     @classmethod
@@ -53,25 +57,42 @@ class StereoCamera:
         pr = np.asarray(p_right, dtype=np.float64).reshape(3, 4)
         for name, p in (('left', pl), ('right', pr)):
             if not np.all(np.isfinite(p)):
-                raise ValueError(f'{name} projection matrix P contains NaN/inf: {p.ravel().tolist()}; '
-                                 'the camera_info is not calibrated/rectified')
+                raise ValueError(
+                    f'{name} projection matrix P contains NaN/inf: {p.ravel().tolist()}; '
+                    'the camera_info is not calibrated/rectified'
+                )
             if p[0, 0] <= 0 or p[1, 1] <= 0:
-                raise ValueError(f'{name} projection matrix P has fx={p[0, 0]:g}, fy={p[1, 1]:g}; both must be '
-                                 '> 0 (an all-zero P means the camera is uncalibrated)')
-        baseline = -pr[0, 3] / pr[0, 0] + 0.0   # + 0.0: no '-0' in messages
+                raise ValueError(
+                    f'{name} projection matrix P has fx={p[0, 0]:g}, fy={p[1, 1]:g}; both must be '
+                    '> 0 (an all-zero P means the camera is uncalibrated)'
+                )
+        baseline = -pr[0, 3] / pr[0, 0] + 0.0  # + 0.0: no '-0' in messages
         if not baseline > 0:
-            raise ValueError(f'stereo baseline is {baseline:g} m (from P_right[0,3] = {pr[0, 3]:g}); it must be > 0: '
-                             'the left and right images/camera_infos may be swapped, or the right P lacks '
-                             'its Tx = -fx*baseline term')
+            raise ValueError(
+                f'stereo baseline is {baseline:g} m (from P_right[0,3] = {pr[0, 3]:g}); it must '
+                'be > 0: '
+                'the left and right images/camera_infos may be swapped, or the right P lacks '
+                'its Tx = -fx*baseline term'
+            )
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f'image size {width}x{height} must be positive')
-        return cls(fx=float(pl[0, 0]), fy=float(pl[1, 1]), cx_left=float(pl[0, 2]), cy=float(pl[1, 2]),
-                   cx_right=float(pr[0, 2]), baseline=float(baseline), width=int(width), height=int(height))
+        return cls(
+            fx=float(pl[0, 0]),
+            fy=float(pl[1, 1]),
+            cx_left=float(pl[0, 2]),
+            cy=float(pl[1, 2]),
+            cx_right=float(pr[0, 2]),
+            baseline=float(baseline),
+            width=int(width),
+            height=int(height),
+        )
 
 
 class _Bounds:
-    """Per-camera constants reused between frames: per-column bounds on the corrected disparity
-    and the ray factors (u - cx)/fx, (v - cy)/fy."""
+    """Per-camera constants reused between frames:
+
+    per-column bounds on the corrected disparity and the ray factors (u - cx)/fx, (v - cy)/fy.
+    """
 
     def __init__(self, cam: StereoCamera, min_disparity: float, max_disparity: float) -> None:
         u = np.arange(cam.width, dtype=np.float64)
@@ -80,12 +101,14 @@ class _Bounds:
         #   <=> u - (W-1) - doffs <= dc <= u - doffs
         lo = np.maximum(max(float(min_disparity), _TINY), u - (cam.width - 1) - doffs)
         hi = np.minimum(float(max_disparity), u - doffs)
-        self.lo = lo.astype(np.float32)[None, :]
-        self.hi = hi.astype(np.float32)[None, :]
+        self.lo = lo.astype(np.float32)[None,:]
+        self.hi = hi.astype(np.float32)[None,:]
         # float32 rounding must not let dc <= 0 through
         self.lo = np.maximum(self.lo, np.float32(_TINY))
-        self.ray_x = ((u - cam.cx_left) / cam.fx).astype(np.float32)[None, :]
-        self.ray_y = ((np.arange(cam.height, dtype=np.float64) - cam.cy) / cam.fy).astype(np.float32)[:, None]
+        self.ray_x = ((u - cam.cx_left) / cam.fx).astype(np.float32)[None,:]
+        self.ray_y = ((np.arange(cam.height, dtype=np.float64) - cam.cy) / cam.fy).astype(
+            np.float32
+        )[:, None]
         # scratch for the masks (the cache is per thread, so these are never shared)
         shape = (cam.height, cam.width)
         self.m1 = np.empty(shape, bool)
@@ -96,7 +119,8 @@ class _Bounds:
         """Contiguous HxW copy of a per-row/per-column constant ('lo', 'hi', 'ray_x', 'ray_y'),
         or 'nan' (HxW int32 quiet-NaN bit patterns). Built on
         first use and kept: element-wise kernels on full arrays skip numpy's broadcasting
-        (about twice as fast as on the 1xW / Hx1 views)."""
+        (about twice as fast as on the 1xW / Hx1 views).
+        """
         a = self._full.get(name)
         if a is None:
             shape = self.m1.shape
@@ -123,11 +147,14 @@ def bounds(cam: StereoCamera, min_disparity: float, max_disparity: float) -> _Bo
 
 def check_shape(arr: np.ndarray, cam: StereoCamera, what: str) -> None:
     if arr.shape[:2] != (cam.height, cam.width):
-        raise ValueError(f'{what} is {arr.shape[1]}x{arr.shape[0]} but the camera is {cam.width}x{cam.height}')
+        raise ValueError(
+            f'{what} is {arr.shape[1]}x{arr.shape[0]} but the camera is {cam.width}x{cam.height}'
+        )
 
 
-def valid_disparity_mask(disp: np.ndarray, cam: StereoCamera, min_disparity: float = 0.0,
-                         max_disparity: float = np.inf) -> np.ndarray:
+def valid_disparity_mask(
+    disp: np.ndarray, cam: StereoCamera, min_disparity: float = 0.0, max_disparity: float = np.inf
+) -> np.ndarray:
     """Boolean HxW: True where the raw disparity is usable (see the module docstring)."""
     check_shape(disp, cam, 'disparity')
     b = bounds(cam, min_disparity, max_disparity)
@@ -135,16 +162,28 @@ def valid_disparity_mask(disp: np.ndarray, cam: StereoCamera, min_disparity: flo
     return (dc >= b.lo) & (dc <= b.hi)
 
 
-def corrected_disparity(disp: np.ndarray, cam: StereoCamera, min_disparity: float = 0.0,
-                        max_disparity: float = np.inf, out: np.ndarray | None = None) -> np.ndarray:
+def corrected_disparity(
+    disp: np.ndarray,
+    cam: StereoCamera,
+    min_disparity: float = 0.0,
+    max_disparity: float = np.inf,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """float32 d - doffs (the DisparityImage convention) with NaN where invalid."""
     return _corrected_disparity(disp, cam, min_disparity, max_disparity, out)[0]
 
 
-def _corrected_disparity(disp: np.ndarray, cam: StereoCamera, min_disparity: float, max_disparity: float,
-                         out: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """(corrected_disparity(...), number of valid pixels): the count comes from the validity
-    mask that is built anyway (no extra pass over the result)."""
+def _corrected_disparity(
+    disp: np.ndarray,
+    cam: StereoCamera,
+    min_disparity: float,
+    max_disparity: float,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, int]:
+    """(corrected_disparity(...), number of valid pixels):
+
+    the count comes from the validity mask that is built anyway (no extra pass over the result).
+    """
     check_shape(disp, cam, 'disparity')
     b = bounds(cam, min_disparity, max_disparity)
     out = np.subtract(disp, np.float32(cam.doffs), out=out, dtype=np.float32)
@@ -153,20 +192,29 @@ def _corrected_disparity(disp: np.ndarray, cam: StereoCamera, min_disparity: flo
 
 def nan_outside(arr: np.ndarray, lo, hi, b: '_Bounds') -> int:
     """Set arr (contiguous HxW float32) to NaN where it is not within [lo, hi] (contiguous HxW
-    float32 arrays or float32 scalars; NaN is outside); return the number of elements left valid."""
+    float32 arrays or float32 scalars; NaN is outside); return the number of elements left
+    valid.
+    """
     import cv2
 
-    ok = np.greater_equal(arr, lo, out=b.m1)   # NaN fails both comparisons
+    ok = np.greater_equal(arr, lo, out=b.m1)  # NaN fails both comparisons
     np.logical_and(ok, np.less_equal(arr, hi, out=b.m2), out=ok)
     n_valid = int(np.count_nonzero(ok))
     if n_valid != ok.size:
         bad = np.logical_not(ok, out=b.m2)
-        cv2.copyTo(b.full('nan'), bad.view(np.uint8), arr.view(np.int32))   # masked copy of NaN bits
+        cv2.copyTo(
+            b.full('nan'), bad.view(np.uint8), arr.view(np.int32)
+        )  # masked copy of NaN bits
     return n_valid
 
 
-def disparity_to_depth(disp: np.ndarray, cam: StereoCamera, min_disparity: float = 0.0,
-                       max_disparity: float = np.inf, out: np.ndarray | None = None) -> np.ndarray:
+def disparity_to_depth(
+    disp: np.ndarray,
+    cam: StereoCamera,
+    min_disparity: float = 0.0,
+    max_disparity: float = np.inf,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """float32 depth in metres, Z = fx*B / (d - doffs), NaN where the disparity is invalid.
 
     `out` (HxW float32) is reused when given.

@@ -1,14 +1,19 @@
-"""Building the node's output messages (ROS types) from numpy results; the inverse direction is convert.py.
+"""Building the node's output messages (ROS types) from numpy results; the inverse direction is
+convert.py.
 
-* :func:`disparity_image` -- stereo_msgs/DisparityImage with f, t, range, delta_d and the valid window;
+* :func:`disparity_image` -- stereo_msgs/DisparityImage with f, t, range, delta_d and the valid
+window;
 * :func:`depth_image_mm` -- 16UC1 millimetre depth (0 invalid);
-* :class:`CloudBuffer` + :func:`point_cloud` -- sensor_msgs/PointCloud2 (x, y, z float32 + packed rgb), its
-  PointField layout, and the data written straight into rclpy's storage type (array.array) with reused buffers;
+* :class:`CloudBuffer` + :func:`point_cloud` -- sensor_msgs/PointCloud2 (x, y, z float32 + packed
+rgb), its
+  PointField layout, and the data written straight into rclpy's storage type (array.array) with
+  reused buffers;
 * :func:`copy_camera_info` -- a CameraInfo with another header;
 * :func:`cloud_points` -- the finite points (and colours) of a PointCloud2, e.g. for a PLY file.
 
 The geometry (rays, depth, bounds) is ffs_ros.geometry's, pure numpy.
 """
+
 from __future__ import annotations
 
 import array
@@ -20,8 +25,14 @@ from .convert import new_image, set_data
 from .geometry import StereoCamera, bounds, check_shape, nan_outside
 
 
-def disparity_image(cam: StereoCamera, header, min_disparity: float, max_disparity: float, delta_d: float,
-                    window=None):
+def disparity_image(
+    cam: StereoCamera,
+    header,
+    min_disparity: float,
+    max_disparity: float,
+    delta_d: float,
+    window=None,
+):
     """(DisparityImage, writable HxW float32 view of its image data) for `cam`'s image size."""
     from stereo_msgs.msg import DisparityImage
 
@@ -56,13 +67,15 @@ def point_cloud(cloud: 'CloudBuffer', data, height: int, width: int, header):
 
 
 def cloud_points(cloud) -> tuple[np.ndarray, np.ndarray]:
-    """(N x 3 float32 xyz, N x 3 uint8 rgb) of the finite points of a PointCloud2 (grey without rgb)."""
+    """(N x 3 float32 xyz, N x 3 uint8 rgb) of the finite points of a PointCloud2 (grey without
+    rgb).
+    """
     off = {f.name: f.offset for f in cloud.fields}
     n = cloud.width * cloud.height
     raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(n, cloud.point_step)
-    xyz = np.stack([raw[:, off[c]:off[c] + 4].copy().view('<f4').ravel() for c in 'xyz'], axis=1)
+    xyz = np.stack([raw[:, off[c]: off[c] + 4].copy().view('<f4').ravel() for c in 'xyz'], axis=1)
     if 'rgb' in off:
-        rgb = raw[:, off['rgb']:off['rgb'] + 4].copy().view('<u4').ravel()
+        rgb = raw[:, off['rgb']: off['rgb'] + 4].copy().view('<u4').ravel()
         cols = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=1).astype(np.uint8)
     else:
         cols = np.full((n, 3), 200, np.uint8)
@@ -75,7 +88,7 @@ def depth_image_mm(depth: np.ndarray, header):
     mm = depth * np.float32(1000.0)
     np.rint(mm, out=mm)
     with np.errstate(invalid='ignore'):
-        ok = (mm >= 1.0) & (mm <= 65535.0)   # NaN fails both
+        ok = (mm >= 1.0) & (mm <= 65535.0)  # NaN fails both
     msg, view = new_image(depth.shape[0], depth.shape[1], '16UC1', header)
     np.copyto(view, mm, casting='unsafe', where=ok)  # the fresh data is zero elsewhere
     return msg
@@ -96,7 +109,9 @@ def copy_camera_info(info, header):
 
 
 def valid_window(window, width: int, height: int) -> tuple[int, int, int, int]:
-    """The matcher's (x, y, width, height) clipped to a width x height image; the full image when it reports none."""
+    """The matcher's (x, y, width, height) clipped to a width x height image; the full image when
+    it reports none.
+    """
     if window is None:
         return 0, 0, width, height
     x, y, w, h = (int(v) for v in window)
@@ -105,8 +120,9 @@ def valid_window(window, width: int, height: int) -> tuple[int, int, int, int]:
 
 
 class CloudBuffer:
-    """Reusable buffers for PointCloud2 data: x, y, z float32 (+ rgb float32 holding the
-    packed uint32 0x00RRGGBB, as RViz and PCL expect).
+    """Reusable buffers for PointCloud2 data:
+
+    x, y, z float32 (+ rgb float32 holding the packed uint32 0x00RRGGBB, as RViz and PCL expect).
 
     `fields` is a list of (name, offset, datatype, count) with PointField datatypes
     (FLOAT32 = 7); `point_step` the bytes per point. Buffers are kept between frames and only
@@ -120,7 +136,7 @@ class CloudBuffer:
         self.use_color = bool(use_color)
         names = ['x', 'y', 'z'] + (['rgb'] if self.use_color else [])
         self._dtype = np.dtype([(n, np.float32) for n in names])
-        self._buf: np.ndarray | None = None     # HxW structured, organized layout
+        self._buf: np.ndarray | None = None  # HxW structured, organized layout
         self._mask: np.ndarray | None = None
         self._bgra: np.ndarray | None = None
         self.valid_count = 0
@@ -135,7 +151,7 @@ class CloudBuffer:
 
     def _ensure(self, h: int, w: int) -> np.ndarray:
         if self._buf is None or self._buf.shape != (h, w):
-            self._buf = np.zeros((h, w), self._dtype)     # dense clouds are compacted from here
+            self._buf = np.zeros((h, w), self._dtype)  # dense clouds are compacted from here
             self._mask = np.empty((h, w), bool)
             self._z = np.empty((h, w), np.float32)
             self._x = np.empty((h, w), np.float32)
@@ -144,9 +160,15 @@ class CloudBuffer:
             self._bgra = np.empty((h, w, 4), np.uint8)
         return self._buf
 
-    def fill(self, depth: np.ndarray, cam: StereoCamera, rgb: np.ndarray | None = None,
-             organized: bool = True, min_depth: float = 0.0, max_depth: float = np.inf
-             ) -> tuple[array.array, int, int]:
+    def fill(
+        self,
+        depth: np.ndarray,
+        cam: StereoCamera,
+        rgb: np.ndarray | None = None,
+        organized: bool = True,
+        min_depth: float = 0.0,
+        max_depth: float = np.inf,
+    ) -> tuple[array.array, int, int]:
         """Cloud data for `depth` (HxW metres, NaN invalid): returns (data, height, width).
 
         Points with NaN depth or depth outside [min_depth, max_depth] are NaN (organized, HxW)
@@ -161,8 +183,10 @@ class CloudBuffer:
         h, w = depth.shape
         self._ensure(h, w)
         if self.use_color and (rgb is None or rgb.shape != (h, w, 3) or rgb.dtype != np.uint8):
-            raise ValueError('use_color needs an HxWx3 uint8 RGB image of the depth size, got '
-                             f'{None if rgb is None else (rgb.shape, rgb.dtype)}')
+            raise ValueError(
+                'use_color needs an HxWx3 uint8 RGB image of the depth size, got '
+                f'{None if rgb is None else (rgb.shape, rgb.dtype)}'
+            )
         b = bounds(cam, 0.0, np.inf)
         z = self._z
         if min_depth > 0 or max_depth < np.inf:
@@ -174,7 +198,7 @@ class CloudBuffer:
             if depth.dtype == np.float32 and depth.flags.c_contiguous:
                 z = depth
             else:
-                np.copyto(z, depth)   # contiguous float32, whatever depth's layout
+                np.copyto(z, depth)  # contiguous float32, whatever depth's layout
             mask = np.isnan(z, out=self._mask)
             n_valid = h * w - int(np.count_nonzero(mask))
             ok = None
@@ -214,8 +238,12 @@ class CloudBuffer:
             np.logical_not(mask, out=mask)
         # compress a plain float32 (N, fields) view: much faster than on the structured dtype
         data = _new_data(n_valid * self.point_step)
-        np.compress(mask.ravel(), self._buf.view(np.float32).reshape(-1, k), axis=0,
-                    out=np.frombuffer(data, np.float32).reshape(-1, k))
+        np.compress(
+            mask.ravel(),
+            self._buf.view(np.float32).reshape(-1, k),
+            axis=0,
+            out=np.frombuffer(data, np.float32).reshape(-1, k),
+        )
         return data, 1, n_valid
 
 

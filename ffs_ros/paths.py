@@ -1,4 +1,5 @@
 """Where the package's shipped files (models, config, launch) live, for both install styles."""
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ def share_dir() -> Path:
         return _REPO_ROOT
     try:
         from ament_index_python.packages import get_package_share_directory
+
         return Path(get_package_share_directory('ffs_ros'))
     except Exception:  # noqa: BLE001 - ament index missing or package not registered
         return _REPO_ROOT

@@ -9,8 +9,10 @@ backwards); every other bad input raises InputError naming the problem and the f
 Output conventions (see shared/docs/ros-stereo-conventions.md):
 - disparity: stereo_msgs/DisparityImage, 32FC1 d = x_l - x_r - (cx_l - cx_r), NaN invalid;
   f = P_left[0,0], t = -P_right[0,3]/P_right[0,0]; min/max_disparity from the config;
-  delta_d = the matcher's `info.delta_d` (SGBM's exact 1/16 px step; learned matchers regress continuous
-  values, 1/16 is a nominal resolution); valid_window = the matcher's `info.valid_window` (x, y, width,
+  delta_d = the matcher's `info.delta_d` (SGBM's exact 1/16 px step; learned matchers regress
+  continuous
+  values, 1/16 is a nominal resolution); valid_window = the matcher's `info.valid_window` (x, y,
+  width,
   height in output-image pixels) when it reports one for this image size, else the full image.
 - depth/image_rect: 32FC1 metres NaN invalid (REP 118), or 16UC1 millimetres 0 invalid
   (depths that do not fit 1..65535 mm are 0); not range-filtered (min/max_depth filter the cloud).
@@ -18,19 +20,27 @@ Output conventions (see shared/docs/ros-stereo-conventions.md):
   to [min_depth, max_depth]; is_dense is True only when no point is NaN.
 All outputs carry the left image header (stamp, left optical frame).
 """
+
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass, field
 import math
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .convert import INPUT_ENCODINGS, ImageError, check_image, image_to_rgb, new_image, numpy_to_image
+from .convert import (
+    INPUT_ENCODINGS,
+    ImageError,
+    check_image,
+    image_to_rgb,
+    new_image,
+    numpy_to_image,
+)
 from .geometry import StereoCamera, _corrected_disparity, color_map_disparity
 from .inference.base import DEFAULT_DELTA_D, StereoMatcher
 from .messages import CloudBuffer, copy_camera_info, depth_image_mm, disparity_image, point_cloud
@@ -45,8 +55,10 @@ class PipelineConfig:
     min_disparity/max_disparity: valid range of the corrected disparity (px).
     min_depth/max_depth: point cloud filter (m); the depth image is not range-filtered.
     depth_encoding: '32FC1' (metres, NaN invalid, REP 118) or '16UC1' (millimetres, 0 invalid).
-    use_color: add packed rgb to the cloud. organized_cloud: HxW cloud with NaN points, else dense 1xN.
+    use_color: add packed rgb to the cloud. organized_cloud: HxW cloud with NaN points, else dense
+    1xN.
     """
+
     min_disparity: float = 0.0
     max_disparity: float = 256.0
     min_depth: float = 0.0
@@ -58,6 +70,7 @@ class PipelineConfig:
 
     def validate(self) -> 'PipelineConfig':
         """Raise ValueError naming the bad parameter and a valid choice; return self when fine."""
+
         def num(name: str, allow_inf: bool = False) -> float:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -69,19 +82,32 @@ class PipelineConfig:
         min_d, max_d = num('min_disparity'), num('max_disparity', allow_inf=True)
         min_z, max_z = num('min_depth'), num('max_depth', allow_inf=True)
         if min_d < 0:
-            raise ValueError(f'min_disparity must be >= 0 (disparities <= 0 are invalid anyway), got {min_d:g}')
+            raise ValueError(
+                f'min_disparity must be >= 0 (disparities <= 0 are invalid anyway), got {min_d:g}'
+            )
         if max_d <= min_d:
-            raise ValueError(f'max_disparity ({max_d:g}) must be greater than min_disparity ({min_d:g})')
+            raise ValueError(
+                f'max_disparity ({max_d:g}) must be greater than min_disparity ({min_d:g})'
+            )
         if min_z < 0:
             raise ValueError(f'min_depth must be >= 0 m, got {min_z:g}')
         if min_z >= max_z:
-            raise ValueError(f'min_depth ({min_z:g} m) must be smaller than max_depth ({max_z:g} m)')
+            raise ValueError(
+                f'min_depth ({min_z:g} m) must be smaller than max_depth ({max_z:g} m)'
+            )
         if self.depth_encoding not in DEPTH_ENCODINGS:
-            raise ValueError(f'depth_encoding must be one of {", ".join(DEPTH_ENCODINGS)} '
-                             f'(32FC1 metres or 16UC1 millimetres), got {self.depth_encoding!r}')
-        if isinstance(self.max_input_pixels, bool) or not isinstance(self.max_input_pixels, int) \
-                or self.max_input_pixels < 1:
-            raise ValueError(f'max_input_pixels must be a positive integer, got {self.max_input_pixels!r}')
+            raise ValueError(
+                f'depth_encoding must be one of {", ".join(DEPTH_ENCODINGS)} '
+                f'(32FC1 metres or 16UC1 millimetres), got {self.depth_encoding!r}'
+            )
+        if (
+            isinstance(self.max_input_pixels, bool)
+            or not isinstance(self.max_input_pixels, int)
+            or self.max_input_pixels < 1
+        ):
+            raise ValueError(
+                f'max_input_pixels must be a positive integer, got {self.max_input_pixels!r}'
+            )
         for name in ('use_color', 'organized_cloud'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
@@ -100,6 +126,7 @@ class InputError(ValueError):
 @dataclass
 class Wanted:
     """Which outputs to compute (the node sets these from subscriber counts)."""
+
     disparity: bool = True
     depth: bool = True
     cloud: bool = True
@@ -108,14 +135,17 @@ class Wanted:
 
 @dataclass
 class Outputs:
-    """Output messages (None when not wanted) and per-stage times in milliseconds: convert,
-    match, depth (disparity correction, depth and their messages), cloud, color (when wanted),
-    plus any sub-stages the matcher reports in last_timings, as 'match/<name>'.
-    valid_fraction: share of pixels with a valid disparity."""
-    disparity: object | None = None        # stereo_msgs/DisparityImage
-    depth: object | None = None            # sensor_msgs/Image
-    depth_info: object | None = None       # sensor_msgs/CameraInfo
-    cloud: object | None = None            # sensor_msgs/PointCloud2
+    """Output messages (None when not wanted) and per-stage times in milliseconds:
+
+    convert, match, depth (disparity correction, depth and their messages), cloud, color (when
+    wanted), plus any sub-stages the matcher reports in last_timings, as 'match/<name>'.
+    valid_fraction: share of pixels with a valid disparity.
+    """
+
+    disparity: object | None = None  # stereo_msgs/DisparityImage
+    depth: object | None = None  # sensor_msgs/Image
+    depth_info: object | None = None  # sensor_msgs/CameraInfo
+    cloud: object | None = None  # sensor_msgs/PointCloud2
     disparity_color: object | None = None  # sensor_msgs/Image rgb8
     timings: dict[str, float] = field(default_factory=dict)
     valid_fraction: float = 0.0
@@ -124,33 +154,42 @@ class Outputs:
 def _vec(values, n: int, what: str) -> np.ndarray:
     a = np.asarray(values, dtype=np.float64).ravel()
     if a.size != n:
-        raise InputError(f'{what} has {a.size} values instead of {n}',
-                         'publish a complete sensor_msgs/CameraInfo')
+        raise InputError(
+            f'{what} has {a.size} values instead of {n}',
+            'publish a complete sensor_msgs/CameraInfo',
+        )
     return a
 
 
 def camera_from_infos(left_info, right_info, width: int, height: int) -> StereoCamera:
     """Validated StereoCamera from a rectified CameraInfo pair; InputError for NaN/zero K or P
-    and for a zero or negative baseline."""
+    and for a zero or negative baseline.
+    """
     for side, info in (('left', left_info), ('right', right_info)):
         k = _vec(info.k, 9, f'{side} camera_info K')
         p = _vec(info.p, 12, f'{side} camera_info P')
         for name, m, (fx, fy) in (('K', k, (k[0], k[4])), ('P', p, (p[0], p[5]))):
             if not np.all(np.isfinite(m)):
-                raise InputError(f'{side} camera_info {name} contains NaN/inf ({m.tolist()})',
-                                 'calibrate the camera and publish rectified camera_info')
+                raise InputError(
+                    f'{side} camera_info {name} contains NaN/inf ({m.tolist()})',
+                    'calibrate the camera and publish rectified camera_info',
+                )
             if not (fx > 0 and fy > 0):
-                raise InputError(f'{side} camera_info {name} has fx={fx:g}, fy={fy:g} (must be > 0; '
-                                 'all zeros means an uncalibrated camera)',
-                                 'calibrate the camera and publish rectified camera_info')
+                raise InputError(
+                    f'{side} camera_info {name} has fx={fx:g}, fy={fy:g} (must be > 0; '
+                    'all zeros means an uncalibrated camera)',
+                    'calibrate the camera and publish rectified camera_info',
+                )
     try:
         return StereoCamera.from_projection(left_info.p, right_info.p, width, height)
     except ValueError as e:
         msg = str(e)
         if 'baseline' in msg:
-            raise InputError(msg.split(';')[0] + ' (left and right may be swapped)',
-                             'check that left/* topics carry the left camera and right/* the right one, '
-                             'and that the right P has Tx = -fx*baseline (P_right[0,3] < 0)') from None
+            raise InputError(
+                msg.split(';')[0] + ' (left and right may be swapped)',
+                'check that left/* topics carry the left camera and right/* the right one, '
+                'and that the right P has Tx = -fx*baseline (P_right[0,3] < 0)',
+            ) from None
         raise InputError(msg, 'publish rectified camera_info (stereo calibration)') from None
 
 
@@ -166,7 +205,9 @@ class StereoPipeline:
         self._depth: np.ndarray | None = None
         self._cam_key = None
         self._size = None
-        self._trim_in = 0       # frames until freed buffers of the previous image size go back to the OS
+        self._trim_in = (
+            0  # frames until freed buffers of the previous image size go back to the OS
+        )
         self._cam: StereoCamera | None = None
 
     @property
@@ -185,9 +226,11 @@ class StereoPipeline:
     @staticmethod
     def _check_image(side: str, msg) -> None:
         if msg.encoding not in INPUT_ENCODINGS:
-            raise InputError(f'{side} image has unsupported encoding {msg.encoding!r}',
-                             f'publish one of {", ".join(INPUT_ENCODINGS)} (convert in the driver or with '
-                             'image_proc)')
+            raise InputError(
+                f'{side} image has unsupported encoding {msg.encoding!r}',
+                f'publish one of {", ".join(INPUT_ENCODINGS)} (convert in the driver or with '
+                'image_proc)',
+            )
         try:
             check_image(msg)
         except ImageError as e:
@@ -198,23 +241,37 @@ class StereoPipeline:
         self._check_image('right', right)
         h, w = int(left.height), int(left.width)
         if h * w > self._config.max_input_pixels:
-            raise InputError(f'image is {w}x{h} = {h * w} pixels, more than max_input_pixels '
-                             f'({self._config.max_input_pixels})',
-                             'publish smaller images (e.g. image_proc resize; networks run at <= 1000 px width '
-                             'anyway) or raise max_input_pixels (memory grows with the image size)')
+            raise InputError(
+                f'image is {w}x{h} = {h * w} pixels, more than max_input_pixels '
+                f'({self._config.max_input_pixels})',
+                'publish smaller images (e.g. image_proc resize; networks run at <= 1000 px width '
+                'anyway) or raise max_input_pixels (memory grows with the image size)',
+            )
         if (int(right.height), int(right.width)) != (h, w):
-            raise InputError(f'left image is {w}x{h} but right image is {right.width}x{right.height}',
-                             'publish a rectified pair of equal size (both from the same rectification)')
+            raise InputError(
+                f'left image is {w}x{h} but right image is {right.width}x{right.height}',
+                'publish a rectified pair of equal size (both from the same rectification)',
+            )
         for side, info in (('left', left_info), ('right', right_info)):
             if (int(info.height), int(info.width)) != (h, w):
-                raise InputError(f'{side} camera_info is {info.width}x{info.height} but the images are {w}x{h}',
-                                 'publish camera_info that matches the rectified images (rescale K and P '
-                                 'when resizing images, or use the camera_info of the *_rect topics)')
-        key = (w, h, np.asarray(left_info.k, np.float64).tobytes(), np.asarray(left_info.p, np.float64).tobytes(),
-               np.asarray(right_info.k, np.float64).tobytes(), np.asarray(right_info.p, np.float64).tobytes())
+                raise InputError(
+                    f'{side} camera_info is {info.width}x{info.height} but the images are {w}x{h}',
+                    'publish camera_info that matches the rectified images (rescale K and P '
+                    'when resizing images, or use the camera_info of the *_rect topics)',
+                )
+        key = (
+            w,
+            h,
+            np.asarray(left_info.k, np.float64).tobytes(),
+            np.asarray(left_info.p, np.float64).tobytes(),
+            np.asarray(right_info.k, np.float64).tobytes(),
+            np.asarray(right_info.p, np.float64).tobytes(),
+        )
         if (w, h) != self._size:
             if self._size is not None:
-                self._trim_in = 2   # the previous size's buffers (and its last messages) are free by then
+                self._trim_in = (
+                    2  # the previous size's buffers (and its last messages) are free by then
+                )
             self._size = (w, h)
         if key != self._cam_key:
             self._cam = camera_from_infos(left_info, right_info, w, h)
@@ -258,8 +315,10 @@ class StereoPipeline:
                 tm[f'match/{name}'] = float(ms)
         h, w = cam.height, cam.width
         if disp.shape != (h, w):
-            raise RuntimeError(f'matcher {self.matcher.info.backend} returned a {disp.shape} disparity for a '
-                               f'{w}x{h} pair; backends must return HxW in left-image pixels')
+            raise RuntimeError(
+                f'matcher {self.matcher.info.backend} returned a {disp.shape} disparity for a '
+                f'{w}x{h} pair; backends must return HxW in left-image pixels'
+            )
 
         if self._disp is None or self._disp.shape != (h, w):
             self._disp = np.empty((h, w), np.float32)
@@ -303,21 +362,35 @@ class StereoPipeline:
     def _disparity_msg(self, cam: StereoCamera, header):
         """(DisparityImage, writable HxW view of its image data)."""
         info = self.matcher.info
-        return disparity_image(cam, header, self._config.min_disparity, self._config.max_disparity,
-                               info.delta_d or DEFAULT_DELTA_D, info.valid_window)
+        return disparity_image(
+            cam,
+            header,
+            self._config.min_disparity,
+            self._config.max_disparity,
+            info.delta_d or DEFAULT_DELTA_D,
+            info.valid_window,
+        )
 
     def _cloud_msg(self, depth: np.ndarray, cam: StereoCamera, rgb: np.ndarray, header):
         cfg = self._config
-        data, h, w = self._cloud.fill(depth, cam, rgb if cfg.use_color else None, cfg.organized_cloud,
-                                      cfg.min_depth, cfg.max_depth)
+        data, h, w = self._cloud.fill(
+            depth,
+            cam,
+            rgb if cfg.use_color else None,
+            cfg.organized_cloud,
+            cfg.min_depth,
+            cfg.max_depth,
+        )
         return point_cloud(self._cloud, data, h, w, header)
 
 
 def tune_allocator() -> bool:
     """Keep large freed blocks in the process heap (glibc only), once per process.
 
-    Called once at start-up by the programs that run the pipeline (stereo_node's main, ffs-ros bench, demo
-    and bag), not by the pipeline itself: a library should not change process-wide allocator settings.
+    Called once at start-up by the programs that run the pipeline (stereo_node's main, ffs-ros
+    bench, demo
+    and bag), not by the pipeline itself: a library should not change process-wide allocator
+    settings.
 
     Every frame creates multi-megabyte message buffers. With glibc's defaults each one is a fresh
     mmap whose pages fault in again (measured: cloud + serialisation 3.5+8 ms instead of
@@ -336,7 +409,7 @@ def tune_allocator() -> bool:
     try:
         libc = ctypes.CDLL('libc.so.6')
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)    # glibc's maximum
+        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum
         ok &= libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
         _TUNED = bool(ok)
     except (OSError, AttributeError):
@@ -348,8 +421,11 @@ _TUNED: bool | None = None
 
 
 def release_free_memory() -> bool:
-    """Give freed heap memory back to the OS (glibc malloc_trim; a few ms). Called once after the image size
-    changes: one huge frame would otherwise keep the process hundreds of MB larger for the rest of the run."""
+    """Give freed heap memory back to the OS (glibc malloc_trim; a few ms).
+
+    Called once after the image size changes: one huge frame would otherwise keep the process
+    hundreds of MB larger for the rest of the run.
+    """
     if not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc':
         return False
     try:

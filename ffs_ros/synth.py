@@ -1,24 +1,33 @@
 """Procedural rectified stereo pairs with exact disparity and occlusion ground truth.
 
-One generator feeds model training, evaluation (held-out scenes from fixed seeds) and the node demo.
+One generator feeds model training, evaluation (held-out scenes from fixed seeds) and the node
+demo.
 
 Geometry. Every surface is a plane in *disparity space* of the left camera, d(x, y) = a*x + b*y + c
-(a fronto-parallel plane has a = b = 0; a level ground plane has d depending on y only), with a support
-mask and a texture, both attached to left-image coordinates. A rectified right camera sees the left point
+(a fronto-parallel plane has a = b = 0; a level ground plane has d depending on y only), with a
+support
+mask and a texture, both attached to left-image coordinates. A rectified right camera sees the
+left point
 (x, y) at (x - d(x, y), y). So
 
-* the left image is a z-buffer over objects at the integer left pixels (larger disparity = nearer), and
-* the right image is rendered by *inverse warping* each object: for a right pixel x_r the left coordinate
+* the left image is a z-buffer over objects at the integer left pixels (larger disparity =
+nearer), and
+* the right image is rendered by *inverse warping* each object: for a right pixel x_r the left
+coordinate
   on the plane is x_l = (x_r + b*y + c) / (1 - a) (a < 1 always holds here), where the mask and the
   texture are sampled; again the largest disparity wins.
 
-Disparity is therefore exact for every left pixel. A left pixel is `occluded` when x - d < 0 or when some
+Disparity is therefore exact for every left pixel. A left pixel is `occluded` when x - d < 0 or
+when some
 other surface with a larger disparity covers its right-image position.
 
-Textures mix crops of scikit-image's bundled sample photographs (never `stereo_motorcycle`, which is our
-validation scene) with procedural multi-scale noise; each view gets its own photometric change (gain,
+Textures mix crops of scikit-image's bundled sample photographs (never `stereo_motorcycle`, which
+is our
+validation scene) with procedural multi-scale noise; each view gets its own photometric change
+(gain,
 gamma, noise, blur) unless `photometric=False`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,26 +38,50 @@ import numpy as np
 
 __all__ = ['StereoSample', 'render_scene', 'plane_pair', 'texture_bank']
 
-# scikit-image sample photos bundled in the wheel (no download). stereo_motorcycle is deliberately absent.
-_PHOTO_NAMES = ('astronaut', 'brick', 'camera', 'cat', 'chelsea', 'clock', 'coffee', 'coins', 'grass',
-                'gravel', 'immunohistochemistry', 'moon', 'page', 'rocket', 'text', 'cell',
-                'hubble_deep_field', 'retina', 'colorwheel')
+# scikit-image sample photos bundled in the wheel (no download). stereo_motorcycle is deliberately
+# absent.
+_PHOTO_NAMES = (
+    'astronaut',
+    'brick',
+    'camera',
+    'cat',
+    'chelsea',
+    'clock',
+    'coffee',
+    'coins',
+    'grass',
+    'gravel',
+    'immunohistochemistry',
+    'moon',
+    'page',
+    'rocket',
+    'text',
+    'cell',
+    'hubble_deep_field',
+    'retina',
+    'colorwheel',
+)
 
 
 @dataclass
 class StereoSample:
-    """One rectified pair. `disparity` is left-referenced (x_l - x_r) and exact for every left pixel;
-    `occluded` marks left pixels that are not visible in the right image (or fall off its left edge)."""
-    left: np.ndarray        # H x W x 3 uint8 RGB
-    right: np.ndarray       # H x W x 3 uint8 RGB
-    disparity: np.ndarray   # H x W float32
-    occluded: np.ndarray    # H x W bool
+    """One rectified pair.
+
+    `disparity` is left-referenced (x_l - x_r) and exact for every left pixel; `occluded` marks
+    left pixels that are not visible in the right image (or fall off its left edge).
+    """
+
+    left: np.ndarray  # H x W x 3 uint8 RGB
+    right: np.ndarray  # H x W x 3 uint8 RGB
+    disparity: np.ndarray  # H x W float32
+    occluded: np.ndarray  # H x W bool
 
 
 @lru_cache(maxsize=1)
 def texture_bank() -> tuple:
     """The sample photographs as float32 RGB arrays in 0..255 (loaded once per process)."""
     import skimage.data as skd
+
     out = []
     for name in _PHOTO_NAMES:
         fn = getattr(skd, name, None)
@@ -62,13 +95,15 @@ def texture_bank() -> tuple:
             img = img.astype(np.uint8) * 255
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
-        img = img[..., :3].astype(np.float32)
+        img = img[...,:3].astype(np.float32)
         if img.max() <= 1.0:
             img *= 255.0
         out.append(img)
     if not out:
-        raise RuntimeError('no scikit-image sample photographs could be loaded; '
-                           'install scikit-image with its bundled data (pip install scikit-image)')
+        raise RuntimeError(
+            'no scikit-image sample photographs could be loaded; '
+            'install scikit-image with its bundled data (pip install scikit-image)'
+        )
     return tuple(out)
 
 
@@ -81,7 +116,7 @@ def _noise_texture(rng, h, w):
         sh, sw = max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)
         small = rng.random((sh, sw, 3), dtype=np.float32)
         if rng.random() < 0.5:  # grey-ish noise
-            small[:] = small[..., :1] * 0.8 + small * 0.2
+            small[:] = small[...,:1] * 0.8 + small * 0.2
         amp = rng.uniform(0.3, 1.0)
         tex += amp * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
         total += amp
@@ -92,25 +127,32 @@ def _noise_texture(rng, h, w):
 
 
 def _photo_texture(rng, h, w):
-    """A random crop of a random sample photo, rescaled, flipped, rotated by 90-degree steps, tinted."""
+    """A random crop of a random sample photo, rescaled, flipped, rotated by 90-degree steps,
+    tinted.
+    """
     bank = texture_bank()
     img = bank[rng.integers(len(bank))]
     k = int(rng.integers(4))
     if k:
         img = np.rot90(img, k)
     if rng.random() < 0.5:
-        img = img[:, ::-1]
+        img = img[:,::-1]
     scale = rng.uniform(0.35, 2.0)
     need = max(h / img.shape[0], w / img.shape[1])
     scale = max(scale, need * 1.02)
     nh, nw = int(np.ceil(img.shape[0] * scale)), int(np.ceil(img.shape[1] * scale))
-    img = cv2.resize(np.ascontiguousarray(img), (nw, nh),
-                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    img = cv2.resize(
+        np.ascontiguousarray(img),
+        (nw, nh),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     y0 = int(rng.integers(0, nh - h + 1))
     x0 = int(rng.integers(0, nw - w + 1))
-    img = img[y0:y0 + h, x0:x0 + w].astype(np.float32)
+    img = img[y0: y0 + h, x0: x0 + w].astype(np.float32)
     if rng.random() < 0.4:
-        img = img.mean(axis=2, keepdims=True) * rng.uniform(0.6, 1.2, size=(1, 1, 3)).astype(np.float32)
+        img = img.mean(axis=2, keepdims=True) * rng.uniform(0.6, 1.2, size=(1, 1, 3)).astype(
+            np.float32
+        )
     return img
 
 
@@ -138,13 +180,18 @@ def _texture(rng, h, w, textureless_prob=0.06):
 def _random_polygon(rng, cx, cy, radius, n):
     ang = np.sort(rng.uniform(0, 2 * np.pi, n))
     rad = radius * rng.uniform(0.45, 1.0, n)
-    pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang) * rng.uniform(0.5, 1.5)], axis=1)
+    pts = np.stack(
+        [cx + rad * np.cos(ang), cy + rad * np.sin(ang) * rng.uniform(0.5, 1.5)], axis=1
+    )
     return np.round(pts).astype(np.int32)
 
 
 def _lattice_mask(rng, h, w):
-    """Fences, chair backs, shelves, wheels with spokes: a frame of thin bars with the background showing
-    through (the hardest structure for a 1/4-resolution cost volume)."""
+    """Fences, chair backs, shelves, wheels with spokes:
+
+    a frame of thin bars with the background showing through (the hardest structure for a
+    1/4-resolution cost volume).
+    """
     m = np.zeros((h, w), np.uint8)
     cx, cy = rng.uniform(0.05, 0.95) * w, rng.uniform(0.1, 0.9) * h
     size = rng.uniform(0.15, 0.5) * min(h, w * 0.8)
@@ -152,7 +199,9 @@ def _lattice_mask(rng, h, w):
     if rng.random() < 0.5:  # wheel: rim + spokes
         r = int(size)
         cv2.circle(m, (int(cx), int(cy)), r, 1, int(rng.integers(3, 9)))
-        for a in np.linspace(0, np.pi, int(rng.integers(3, 12)), endpoint=False) + rng.uniform(0, np.pi):
+        for a in np.linspace(0, np.pi, int(rng.integers(3, 12)), endpoint=False) + rng.uniform(
+            0, np.pi
+        ):
             dx, dy = r * np.cos(a), r * np.sin(a)
             cv2.line(m, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), 1, thick)
     else:  # grid / fence of bars
@@ -175,7 +224,7 @@ def _shape_mask(rng, h, w, kind, hole_prob=0.15):
     if kind == 'thin':
         # poles, wires, rails: a few px wide, long
         thick = int(rng.integers(1, 6))
-        if rng.random() < 0.6:   # mostly vertical pole
+        if rng.random() < 0.6:  # mostly vertical pole
             x = int(rng.integers(0, w))
             y0, y1 = int(rng.integers(0, h // 2)), int(rng.integers(h // 2, h + 1))
             x1 = x + int(rng.integers(-w // 10, w // 10 + 1))
@@ -203,7 +252,9 @@ def _shape_mask(rng, h, w, kind, hole_prob=0.15):
 
 
 def _plane_through(rng, w, h, d_center, cx, cy, slant):
-    """Disparity plane (a, b, c) with disparity d_center at (cx, cy) and random slant (px per px)."""
+    """Disparity plane (a, b, c) with disparity d_center at (cx, cy) and random slant (px per
+    px).
+    """
     a = rng.uniform(-slant, slant)
     b = rng.uniform(-slant, slant)
     c = d_center - a * cx - b * cy
@@ -211,7 +262,10 @@ def _plane_through(rng, w, h, d_center, cx, cy, slant):
 
 
 def _fit_plane_range(a, b, c, mask_pts, lo, hi):
-    """Shift/scale-free clamp: move c so that the plane stays within [lo, hi] on the given points."""
+    """Shift/scale-free clamp:
+
+    move c so that the plane stays within [lo, hi] on the given points.
+    """
     if mask_pts is None:
         return a, b, c
     xs, ys = mask_pts
@@ -247,7 +301,8 @@ def _to_uint8(img):
 def _compose(objects, height, width):
     """Render left, right, disparity, occluded from a list of (mask, (a, b, c), texture) objects.
 
-    Masks and textures are [height, canvas_w(, 3)] in left-image coordinates with canvas_w >= width.
+    Masks and textures are [height, canvas_w(, 3)] in left-image coordinates with canvas_w >=
+    width.
     """
     cw = objects[0][0].shape[1]
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -259,9 +314,9 @@ def _compose(objects, height, width):
     for mask, (a, b, c), tex in objects:
         # left view: integer pixels, z-buffer on disparity
         d = a * xs + b * ys + c
-        sel = (mask[:, :width] > 0) & (d > disp)
+        sel = (mask[:,:width] > 0) & (d > disp)
         disp[sel] = d[sel]
-        left[sel] = tex[:, :width][sel]
+        left[sel] = tex[:,:width][sel]
         # right view: inverse warp x_l = (x_r + b*y + c) / (1 - a)
         xl = (xs + b * ys + c) / (1.0 - a)
         xi = np.floor(xl + 0.5).astype(np.int64)
@@ -275,7 +330,9 @@ def _compose(objects, height, width):
             warped = cv2.remap(tex, xl, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             right[sel] = warped[sel]
     if not np.isfinite(disp).all():
-        raise RuntimeError('scene has uncovered pixels; the background must cover the whole canvas')
+        raise RuntimeError(
+            'scene has uncovered pixels; the background must cover the whole canvas'
+        )
     # occlusion: the right-image position of each left pixel is covered by a nearer surface
     xr = xs - disp
     occ = xr < 0
@@ -290,15 +347,29 @@ def _compose(objects, height, width):
     return left, right, disp.astype(np.float32), occ
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int, max_disparity: float = 64.0,
-                 *, min_objects: int = 4, max_objects: int = 12, photometric: bool = True,
-                 ground_prob: float = 0.4, thin_prob: float = 0.15, slant: float = 0.25,
-                 textureless_prob: float = 0.06, min_disparity: float = 0.0, lattice_prob: float = 0.0,
-                 hole_prob: float = 0.15) -> StereoSample:
-    """A random cluttered scene: background (often with a strongly slanted ground plane) and
-    `min_objects`..`max_objects` occluding objects (polygons, ellipses, rectangles, thin poles/wires, and with
-    `lattice_prob` > 0 fences/grids/spoked wheels; `hole_prob` of the solid shapes get a hole),
-    each a fronto-parallel or slanted plane. Disparities lie in [min_disparity, max_disparity].
+def render_scene(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    max_disparity: float = 64.0,
+    *,
+    min_objects: int = 4,
+    max_objects: int = 12,
+    photometric: bool = True,
+    ground_prob: float = 0.4,
+    thin_prob: float = 0.15,
+    slant: float = 0.25,
+    textureless_prob: float = 0.06,
+    min_disparity: float = 0.0,
+    lattice_prob: float = 0.0,
+    hole_prob: float = 0.15,
+) -> StereoSample:
+    """A random cluttered scene:
+
+    background (often with a strongly slanted ground plane) and `min_objects`..`max_objects`
+    occluding objects (polygons, ellipses, rectangles, thin poles/wires, and with `lattice_prob` >
+    0 fences/grids/spoked wheels; `hole_prob` of the solid shapes get a hole), each a
+    fronto-parallel or slanted plane. Disparities lie in [min_disparity, max_disparity].
 
     rng: numpy Generator (fixed seed -> identical scene). photometric=False renders both views with
     identical, noise-free photometry (used by the exactness tests).
@@ -306,19 +377,30 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_disparit
     if height < 8 or width < 8:
         raise ValueError(f'render_scene needs at least 8x8 pixels, got {height}x{width}')
     if not max_disparity > min_disparity >= 0:
-        raise ValueError(f'need 0 <= min_disparity < max_disparity, got {min_disparity}, {max_disparity}')
+        raise ValueError(
+            f'need 0 <= min_disparity < max_disparity, got {min_disparity}, {max_disparity}'
+        )
     lo, hi = float(min_disparity), float(max_disparity)
     cw = width + int(np.ceil(hi)) + 4
     # scene-level disparity span: sometimes narrow (far scene), often the full range
     span_hi = lo + (hi - lo) * rng.uniform(0.35, 1.0)
     bg_hi = lo + (span_hi - lo) * rng.uniform(0.0, 0.35)
-    full = (np.array([0, cw - 1, 0, cw - 1], np.float32), np.array([0, 0, height - 1, height - 1], np.float32))
+    full = (
+        np.array([0, cw - 1, 0, cw - 1], np.float32),
+        np.array([0, 0, height - 1, height - 1], np.float32),
+    )
     objects = []
     # background: a far, mildly slanted plane covering the whole canvas
-    a, b, c = _plane_through(rng, cw, height, rng.uniform(lo, max(bg_hi, lo + 1e-3)), cw / 2, height / 2,
-                             slant * 0.3)
-    objects.append((np.ones((height, cw), np.uint8), _fit_plane_range(a, b, c, full, lo, bg_hi + 1e-3),
-                    _texture(rng, height, cw, textureless_prob)))
+    a, b, c = _plane_through(
+        rng, cw, height, rng.uniform(lo, max(bg_hi, lo + 1e-3)), cw / 2, height / 2, slant * 0.3
+    )
+    objects.append(
+        (
+            np.ones((height, cw), np.uint8),
+            _fit_plane_range(a, b, c, full, lo, bg_hi + 1e-3),
+            _texture(rng, height, cw, textureless_prob),
+        )
+    )
     if rng.random() < ground_prob:
         # level ground: disparity zero-ish at a horizon row, growing linearly to the bottom edge
         horizon = rng.uniform(-0.2, 0.6) * height
@@ -328,9 +410,11 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_disparit
         a = rng.uniform(-0.03, 0.03)
         c = d_h - b * horizon - a * cw / 2
         m = np.zeros((height, cw), np.uint8)
-        m[max(0, int(np.ceil(horizon))):, :] = 1
+        m[max(0, int(np.ceil(horizon))):,:] = 1
         pts = np.nonzero(m)
-        a, b, c = _fit_plane_range(a, b, c, (pts[1].astype(np.float32), pts[0].astype(np.float32)), lo, hi)
+        a, b, c = _fit_plane_range(
+            a, b, c, (pts[1].astype(np.float32), pts[0].astype(np.float32)), lo, hi
+        )
         objects.append((m, (a, b, c), _texture(rng, height, cw, textureless_prob)))
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         r = rng.random()
@@ -356,7 +440,8 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_disparit
 def plane_pair(height: int, width: int, disparity: float, seed: int = 0) -> StereoSample:
     """A fronto-parallel textured plane at constant `disparity` (px), no photometric change.
 
-    Example: a plane at 2 m seen with fx = 400 px and baseline 0.12 m has disparity 400*0.12/2 = 24 px.
+    Example: a plane at 2 m seen with fx = 400 px and baseline 0.12 m has disparity 400*0.12/2 =
+    24 px.
     Left pixels with x - disparity < 0 are marked occluded (no match in the right image).
     """
     if disparity < 0:

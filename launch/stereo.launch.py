@@ -11,20 +11,26 @@ shared-memory profile (config/fastdds_shm.xml) for this node and everything laun
 in the same launch (put your camera driver there too: both sides need it for large images).
 `rviz:=true` also opens RViz with config/stereo.rviz (cloud + depth image).
 """
+
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
+
 # (launch argument, topic the node subscribes to, description)
 CAMERA_REMAPS = (
     ('left_image', 'left/image_rect', 'rectified left image topic'),
     ('right_image', 'right/image_rect', 'rectified right image topic'),
-    ('left_camera_info', 'left/camera_info', 'left CameraInfo topic (rectified: P holds the projection)'),
+    (
+        'left_camera_info',
+        'left/camera_info',
+        'left CameraInfo topic (rectified: P holds the projection)',
+    ),
     ('right_camera_info', 'right/camera_info', 'right CameraInfo topic (P[0,3] = -fx * baseline)'),
 )
 
@@ -36,17 +42,28 @@ def generate_launch_description():
     rviz_config = os.path.join(share, 'config', 'stereo.rviz')
 
     args = [
-        DeclareLaunchArgument('params_file', default_value=default_params,
-                              description='stereo_node parameters (YAML with a /** key)'),
-        DeclareLaunchArgument('namespace', default_value='',
-                              description='namespace of this camera pair: topics become <ns>/disparity, ...'),
+        DeclareLaunchArgument(
+            'params_file',
+            default_value=default_params,
+            description='stereo_node parameters (YAML with a /** key)',
+        ),
+        DeclareLaunchArgument(
+            'namespace',
+            default_value='',
+            description='namespace of this camera pair: topics become <ns>/disparity, ...',
+        ),
         DeclareLaunchArgument('node_name', default_value='stereo_node', description='node name'),
-        DeclareLaunchArgument('shm_transport', default_value='true',
-                              description='set FASTDDS_DEFAULT_PROFILES_FILE to the shipped 16 MB SHM profile'),
+        DeclareLaunchArgument(
+            'shm_transport',
+            default_value='true',
+            description='set FASTDDS_DEFAULT_PROFILES_FILE to the shipped 16 MB SHM profile',
+        ),
         DeclareLaunchArgument('rviz', default_value='false', description='also start RViz'),
     ]
-    args += [DeclareLaunchArgument(arg, default_value=topic, description=desc)
-             for arg, topic, desc in CAMERA_REMAPS]
+    args += [
+        DeclareLaunchArgument(arg, default_value=topic, description=desc)
+        for arg, topic, desc in CAMERA_REMAPS
+    ]
 
     node = Node(
         package='ffs_ros',
@@ -65,6 +82,9 @@ def generate_launch_description():
         namespace=LaunchConfiguration('namespace'),
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
-    shm = SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', shm_profile,
-                                 condition=IfCondition(LaunchConfiguration('shm_transport')))
+    shm = SetEnvironmentVariable(
+        'FASTDDS_DEFAULT_PROFILES_FILE',
+        shm_profile,
+        condition=IfCondition(LaunchConfiguration('shm_transport')),
+    )
     return LaunchDescription(args + [shm, node, rviz])

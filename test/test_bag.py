@@ -1,5 +1,10 @@
-"""`ffs-ros bag`: a bag written with rosbags from synthetic scenes goes in; every pair comes out processed, with the
-node's topic names, message types, stamps and frame ids, and depth matching the ground truth (sqlite3 and MCAP)."""
+"""`ffs-ros bag`:
+
+a bag written with rosbags from synthetic scenes goes in; every pair comes out processed, with the
+node's topic names, message types, stamps and frame ids, and depth matching the ground truth
+(sqlite3 and MCAP).
+"""
+
 import cv2
 import numpy as np
 import pytest
@@ -18,15 +23,24 @@ TS = get_typestore(Stores.ROS2_JAZZY)
 
 
 def write_bag(path, storage, n=5, compressed=False, bad_index=None, info_after=True):
-    """n pairs of a plane at disparity 8 + 2*i px (depth FX*B/d), stamped 1 s + i * 0.1 s; each camera_info
-    written just after its image (as drivers do)."""
+    """N pairs of a plane at disparity 8 + 2*i px (depth FX*B/d), stamped 1 s + i * 0.1 s; each
+    camera_info
+    written just after its image (as drivers do).
+    """
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     truth = {}
     with Writer(path, version=9, storage_plugin=plugin) as w:
         img_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
-        conns = {t: w.add_connection(t, img_type, typestore=TS) for t in ('/left/image_rect', '/right/image_rect')}
-        conns.update({t: w.add_connection(t, 'sensor_msgs/msg/CameraInfo', typestore=TS)
-                      for t in ('/left/camera_info', '/right/camera_info')})
+        conns = {
+            t: w.add_connection(t, img_type, typestore=TS)
+            for t in ('/left/image_rect', '/right/image_rect')
+        }
+        conns.update(
+            {
+                t: w.add_connection(t, 'sensor_msgs/msg/CameraInfo', typestore=TS)
+                for t in ('/left/camera_info', '/right/camera_info')
+            }
+        )
         for i in range(n):
             t = 1_000_000_000 + i * 100_000_000
             d = 8.0 + 2 * i
@@ -34,14 +48,16 @@ def write_bag(path, storage, n=5, compressed=False, bad_index=None, info_after=T
             li, ri = make_camera_infos(W, H, FX, B, frame_id='cam_left')
             for side, img, info in (('left', s.left, li), ('right', s.right, ri)):
                 if bad_index == i and side == 'right':
-                    img = img[:, :-8].copy()          # a pair of different sizes: refused, not fatal
+                    img = img[:,:-8].copy()  # a pair of different sizes: refused, not fatal
                 msg = numpy_to_image(img, 'rgb8')
                 msg.header.frame_id = 'cam_left'
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t, 1_000_000_000)
                 info.header = msg.header
                 if compressed:
                     c = CompressedImage(header=msg.header, format='png')
-                    c.data = cv2.imencode('.png', cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+                    c.data = cv2.imencode('.png', cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[
+                        1
+                    ].tobytes()
                     msg = c
                 w.write(conns[f'/{side}/image_rect'], t + 1000, serialize_message(msg))
                 if info_after:
@@ -54,9 +70,13 @@ def read_bag(path):
     out = {}
     with Reader(path) as r:
         types = {c.topic: c.msgtype for c in r.connections}
-        cls = {'stereo_msgs/msg/DisparityImage': DisparityImage, 'sensor_msgs/msg/Image': Image,
-               'sensor_msgs/msg/CameraInfo': CameraInfo, 'sensor_msgs/msg/PointCloud2': PointCloud2,
-               'sensor_msgs/msg/CompressedImage': CompressedImage}
+        cls = {
+            'stereo_msgs/msg/DisparityImage': DisparityImage,
+            'sensor_msgs/msg/Image': Image,
+            'sensor_msgs/msg/CameraInfo': CameraInfo,
+            'sensor_msgs/msg/PointCloud2': PointCloud2,
+            'sensor_msgs/msg/CompressedImage': CompressedImage,
+        }
         for c, t, raw in r.messages():
             out.setdefault(c.topic, []).append((t, deserialize_message(raw, cls[c.msgtype])))
     return types, out
@@ -65,19 +85,38 @@ def read_bag(path):
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
 def test_every_pair_processed_into_the_node_topics(tmp_path, storage, capsys):
     truth = write_bag(tmp_path / 'in', storage)
-    rc = main(['bag', str(tmp_path / 'in'), '--out', str(tmp_path / 'out'), '--backend', 'sgbm',
-               '--max-disparity', '64', '--storage', storage, '--quiet'])
+    rc = main(
+        [
+            'bag',
+            str(tmp_path / 'in'),
+            '--out',
+            str(tmp_path / 'out'),
+            '--backend',
+            'sgbm',
+            '--max-disparity',
+            '64',
+            '--storage',
+            storage,
+            '--quiet',
+        ]
+    )
     assert rc == 0
     report = capsys.readouterr().out
     assert 'processed' in report and '5 (' in report
     types, msgs = read_bag(tmp_path / 'out')
-    assert types['/disparity'] == 'stereo_msgs/msg/DisparityImage' and types['/points2'] == \
-        'sensor_msgs/msg/PointCloud2'
-    assert types['/depth/image_rect'] == 'sensor_msgs/msg/Image' and '/left/image_rect' in types   # inputs copied
+    assert (
+        types['/disparity'] == 'stereo_msgs/msg/DisparityImage'
+        and types['/points2'] == 'sensor_msgs/msg/PointCloud2'
+    )
+    assert (
+        types['/depth/image_rect'] == 'sensor_msgs/msg/Image' and '/left/image_rect' in types
+    )  # inputs copied
     assert len(msgs['/disparity']) == len(msgs['/depth/image_rect']) == len(msgs['/points2']) == 5
     for (log_t, depth), (_, info) in zip(msgs['/depth/image_rect'], msgs['/depth/camera_info']):
         stamp = depth.header.stamp.sec * 1_000_000_000 + depth.header.stamp.nanosec
-        assert depth.header.frame_id == info.header.frame_id == 'cam_left' and log_t == stamp + 1000
+        assert (
+            depth.header.frame_id == info.header.frame_id == 'cam_left' and log_t == stamp + 1000
+        )
         z = image_to_numpy(depth)
         z = z[np.isfinite(z)]
         assert z.size > 0.5 * H * W
@@ -86,8 +125,22 @@ def test_every_pair_processed_into_the_node_topics(tmp_path, storage, capsys):
 
 def test_bad_pairs_counted_compressed_inputs_decoded_and_no_inputs(tmp_path, capsys):
     write_bag(tmp_path / 'in', 'mcap', n=4, compressed=True, bad_index=1)
-    rc = main(['bag', str(tmp_path / 'in'), '--out', str(tmp_path / 'out'), '--backend', 'sgbm',
-               '--max-disparity', '64', '--no-inputs', '--outputs', 'disparity', '--quiet'])
+    rc = main(
+        [
+            'bag',
+            str(tmp_path / 'in'),
+            '--out',
+            str(tmp_path / 'out'),
+            '--backend',
+            'sgbm',
+            '--max-disparity',
+            '64',
+            '--no-inputs',
+            '--outputs',
+            'disparity',
+            '--quiet',
+        ]
+    )
     assert rc == 0
     report = capsys.readouterr().out
     assert 'refused' in report and 'left image is 160x96 but right image is 152x96' in report
@@ -96,11 +149,45 @@ def test_bad_pairs_counted_compressed_inputs_decoded_and_no_inputs(tmp_path, cap
 
 
 def test_infos_published_before_or_missing(tmp_path, capsys):
-    """Without camera infos every pair is refused with the reason; bad arguments are one line and exit 2."""
+    """Without camera infos every pair is refused with the reason; bad arguments are one line and
+    exit 2.
+    """
     write_bag(tmp_path / 'in', 'mcap', n=2, info_after=False)
-    assert main(['bag', str(tmp_path / 'in'), '--out', str(tmp_path / 'out'), '--backend', 'sgbm', '--quiet']) == 0
+    assert (
+        main(
+            [
+                'bag',
+                str(tmp_path / 'in'),
+                '--out',
+                str(tmp_path / 'out'),
+                '--backend',
+                'sgbm',
+                '--quiet',
+            ]
+        )
+        == 0
+    )
     assert 'no camera_info for this stamp or before it' in capsys.readouterr().out
-    assert main(['bag', str(tmp_path / 'in'), '--out', str(tmp_path / 'out2'), '--backend', 'sgbm',
-                 '--left-image', '/cam/left', '--quiet']) == 2
+    assert (
+        main(
+            [
+                'bag',
+                str(tmp_path / 'in'),
+                '--out',
+                str(tmp_path / 'out2'),
+                '--backend',
+                'sgbm',
+                '--left-image',
+                '/cam/left',
+                '--quiet',
+            ]
+        )
+        == 2
+    )
     assert 'topic /cam/left is not in' in capsys.readouterr().err
-    assert main(['bag', str(tmp_path / 'nothing'), '--out', str(tmp_path / 'o3'), '--backend', 'sgbm']) == 2
+    assert (
+        main(
+            ['bag', str(tmp_path / 'nothing'), '--out', str(tmp_path / 'o3'), '--backend', 'sgbm']
+        )
+        == 2
+    )

@@ -1,4 +1,5 @@
 """`ffs-ros bench`: the JSON contract and the CLI (small sizes, few iterations)."""
+
 import json
 
 import numpy as np
@@ -24,8 +25,23 @@ class StagedMatcher(StereoMatcher):
 
 def test_bench_cli_sgbm_writes_the_json_contract(tmp_path, capsys):
     path = tmp_path / 'b.json'
-    rc = main(['bench', '--backend', 'sgbm', '--size', '160x120', '--iters', '3', '--warmup', '1',
-               '--max-disparity', '32', '--json', str(path)])
+    rc = main(
+        [
+            'bench',
+            '--backend',
+            'sgbm',
+            '--size',
+            '160x120',
+            '--iters',
+            '3',
+            '--warmup',
+            '1',
+            '--max-disparity',
+            '32',
+            '--json',
+            str(path),
+        ]
+    )
     assert rc == 0
     res = json.loads(path.read_text())
     for stage in ('convert', 'match', 'depth', 'cloud', 'serialize'):
@@ -34,7 +50,7 @@ def test_bench_cli_sgbm_writes_the_json_contract(tmp_path, capsys):
     assert res['backend'] == 'sgbm' and res['size'] == [160, 120]
     assert 0 < res['overhead_p50_ms'] < res['total_p50_ms']
     assert 0 < res['overhead_stage_sum_p50_ms'] and res['overhead_cpu_p50_ms'] > 0
-    assert res['valid_fraction'] > 0.3       # SGBM found most of the generated scene
+    assert res['valid_fraction'] > 0.3  # SGBM found most of the generated scene
     table = capsys.readouterr().out
     assert 'overhead (not match)' in table and 'serialize' in table
 
@@ -54,16 +70,19 @@ def test_synthetic_messages_are_a_valid_pair():
     for enc in ('rgb8', 'bgr8', 'mono8'):
         l, r, li, ri = build_messages(left, right, enc)
         assert l.encoding == enc and (li.width, li.height) == (64, 48)
-        assert ri.p[3] < 0                       # right P carries -fx * baseline
+        assert ri.p[3] < 0  # right P carries -fx * baseline
     np.testing.assert_array_equal(image_to_numpy(build_messages(left, right)[0]), left)
 
 
-@pytest.mark.parametrize('argv,msg', [
-    (['--size', '640-480'], 'must look like 640x480'),
-    (['--outputs', 'depth,mesh'], 'unknown --outputs'),
-    (['--backend', 'nope'], 'unknown backend'),
-    (['-o', 'fp16'], 'KEY=VALUE'),
-])
+@pytest.mark.parametrize(
+    'argv,msg',
+    [
+        (['--size', '640-480'], 'must look like 640x480'),
+        (['--outputs', 'depth,mesh'], 'unknown --outputs'),
+        (['--backend', 'nope'], 'unknown backend'),
+        (['-o', 'fp16'], 'KEY=VALUE'),
+    ],
+)
 def test_bench_cli_bad_arguments_exit_2_with_message(argv, msg, capsys):
     assert main(['bench', '--iters', '1'] + argv) == 2
     assert msg in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """ffs_ros.convert: Image <-> numpy for every supported encoding, padded rows, bad input."""
+
 import sys
 
 import numpy as np
@@ -6,8 +7,16 @@ import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ffs_ros.convert import (ENCODINGS, ImageError, bytes_per_pixel, image_to_numpy, image_to_rgb,
-                             make_camera_infos, new_image, numpy_to_image)
+from ffs_ros.convert import (
+    ENCODINGS,
+    ImageError,
+    bytes_per_pixel,
+    image_to_numpy,
+    image_to_rgb,
+    make_camera_infos,
+    new_image,
+    numpy_to_image,
+)
 
 RNG = np.random.default_rng(7)
 H, W = 5, 7
@@ -22,12 +31,22 @@ def _array(encoding):
 
 def _raw_msg(arr, encoding, pad=0, big_endian=False, fill=0xAB):
     """An Image built by hand (like a driver would), rows padded with `pad` garbage bytes."""
-    rows = arr.reshape(arr.shape[0], -1).view(np.uint8) if arr.dtype.itemsize == 1 else \
-        arr.astype(arr.dtype.newbyteorder('>') if big_endian else arr.dtype).reshape(arr.shape[0], -1).view(np.uint8)
+    rows = (
+        arr.reshape(arr.shape[0], -1).view(np.uint8)
+        if arr.dtype.itemsize == 1
+        else arr.astype(arr.dtype.newbyteorder('>') if big_endian else arr.dtype)
+        .reshape(arr.shape[0], -1)
+        .view(np.uint8)
+    )
     padded = np.full((rows.shape[0], rows.shape[1] + pad), fill, np.uint8)
-    padded[:, :rows.shape[1]] = rows
-    msg = Image(height=arr.shape[0], width=arr.shape[1], encoding=encoding, is_bigendian=big_endian,
-                step=padded.shape[1])
+    padded[:,: rows.shape[1]] = rows
+    msg = Image(
+        height=arr.shape[0],
+        width=arr.shape[1],
+        encoding=encoding,
+        is_bigendian=big_endian,
+        step=padded.shape[1],
+    )
     msg.data = padded.tobytes()
     return msg
 
@@ -77,10 +96,10 @@ def test_image_to_rgb_channel_orders(pad):
     rgb = _array('rgb8')
     cases = {
         'rgb8': rgb,
-        'bgr8': rgb[..., ::-1],
-        '8UC3': rgb[..., ::-1],  # generic 3-channel images come from OpenCV: BGR
+        'bgr8': rgb[...,::-1],
+        '8UC3': rgb[...,::-1],  # generic 3-channel images come from OpenCV: BGR
         'rgba8': np.dstack([rgb, np.full((H, W), 9, np.uint8)]),
-        'bgra8': np.dstack([rgb[..., ::-1], np.full((H, W), 9, np.uint8)]),
+        'bgra8': np.dstack([rgb[...,::-1], np.full((H, W), 9, np.uint8)]),
     }
     for enc, arr in cases.items():
         out = image_to_rgb(_raw_msg(np.ascontiguousarray(arr), enc, pad=pad))
@@ -102,8 +121,15 @@ def test_grey_is_replicated_and_16bit_scaled(encoding):
         np.testing.assert_array_equal(out[..., c], grey)
 
 
-@pytest.mark.parametrize('encoding,pattern', [('bayer_rggb8', 'RGGB'), ('bayer_bggr8', 'BGGR'),
-                                              ('bayer_gbrg8', 'GBRG'), ('bayer_grbg8', 'GRBG')])
+@pytest.mark.parametrize(
+    'encoding,pattern',
+    [
+        ('bayer_rggb8', 'RGGB'),
+        ('bayer_bggr8', 'BGGR'),
+        ('bayer_gbrg8', 'GBRG'),
+        ('bayer_grbg8', 'GRBG'),
+    ],
+)
 def test_bayer_mosaic_of_flat_colour_decodes_to_that_colour(encoding, pattern):
     colour = {'R': 200, 'G': 100, 'B': 30}
     h, w = 12, 16
@@ -115,8 +141,15 @@ def test_bayer_mosaic_of_flat_colour_decodes_to_that_colour(encoding, pattern):
     np.testing.assert_array_equal(out[4:-4, 4:-4].reshape(-1, 3) - [200, 100, 30], 0)
 
 
-@pytest.mark.parametrize('encoding,order', [('uyvy', 'UYVY'), ('yuyv', 'YUYV'),   # current ROS names
-                                            ('yuv422', 'UYVY'), ('yuv422_yuy2', 'YUYV')])   # deprecated
+@pytest.mark.parametrize(
+    'encoding,order',
+    [
+        ('uyvy', 'UYVY'),
+        ('yuyv', 'YUYV'),  # current ROS names
+        ('yuv422', 'UYVY'),
+        ('yuv422_yuy2', 'YUYV'),
+    ],
+)  # deprecated
 def test_yuv422_decodes_chroma_in_the_right_order(encoding, order):
     # BT.601 video range (cameras): R = 1.164 (Y-16) + 1.596 (V-128) ~ 213, G = 1.164 (Y-16)
     # - 0.813 (V-128) - 0.391 (U-128) ~ 39, B = 1.164 (Y-16) + 2.018 (U-128) ~ 98
@@ -193,7 +226,13 @@ def test_make_camera_infos_rectified_pair():
     left, right = make_camera_infos(640, 480, 400.0, 0.12, cx=300.0, cy=250.0, cx_right=290.0)
     assert (left.width, left.height) == (640, 480) and (right.width, right.height) == (640, 480)
     pl, pr = np.reshape(left.p, (3, 4)), np.reshape(right.p, (3, 4))
-    assert pl[0, 0] == 400 and pl[1, 1] == 400 and pl[0, 2] == 300 and pl[1, 2] == 250 and pl[0, 3] == 0
+    assert (
+        pl[0, 0] == 400
+        and pl[1, 1] == 400
+        and pl[0, 2] == 300
+        and pl[1, 2] == 250
+        and pl[0, 3] == 0
+    )
     assert pr[0, 2] == 290 and pr[0, 3] == pytest.approx(-400 * 0.12)
     assert -pr[0, 3] / pr[0, 0] == pytest.approx(0.12)
     np.testing.assert_array_equal(np.reshape(left.r, (3, 3)), np.eye(3))

@@ -1,6 +1,9 @@
-"""Export to the upstream two-stage ONNX contract: names, dtypes, onnx.yaml, and torch == ONNX Runtime
-(<= 0.05 px) with the numpy GWC volume between the two sessions, at the traced size and, for a --dynamic
-export, at another size."""
+"""Export to the upstream two-stage ONNX contract:
+
+names, dtypes, onnx.yaml, and torch == ONNX Runtime (<= 0.05 px) with the numpy GWC volume between
+the two sessions, at the traced size and, for a --dynamic export, at another size.
+"""
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -11,8 +14,18 @@ from ffs_ros.contract.gwc import gwc_volume_numpy
 from ffs_ros.model import FEATURE_NAMES, build_model
 from ffs_ros.model.export import export_two_stage
 
-TINY = {'max_disp': 32, 'enc': [8, 8, 16, 16, 16], 'feat': [16, 16, 16, 16], 'stem_ch': 8, 'concat_ch': 4,
-        'vol': [8, 8, 8, 8], 'geo_ch': 2, 'hidden': 16, 'ctx': 16, 'valid_iters': 2}
+TINY = {
+    'max_disp': 32,
+    'enc': [8, 8, 16, 16, 16],
+    'feat': [16, 16, 16, 16],
+    'stem_ch': 8,
+    'concat_ch': 4,
+    'vol': [8, 8, 8, 8],
+    'geo_ch': 2,
+    'hidden': 16,
+    'ctx': 16,
+    'valid_iters': 2,
+}
 
 
 def _run_two_stage(d, left, right, cfg):
@@ -20,8 +33,13 @@ def _run_two_stage(d, left, right, cfg):
     ps = ort.InferenceSession(str(d / 'post_runner.onnx'), providers=['CPUExecutionProvider'])
     outs = fs.run(None, {'left': left, 'right': right})
     f = dict(zip([o.name for o in fs.get_outputs()], outs))
-    vol = gwc_volume_numpy(f['features_left_04'], f['features_right_04'], cfg['cv_group'],
-                           cfg['max_disp'] // 4, cfg['normalize']).astype(np.float16)
+    vol = gwc_volume_numpy(
+        f['features_left_04'],
+        f['features_right_04'],
+        cfg['cv_group'],
+        cfg['max_disp'] // 4,
+        cfg['normalize'],
+    ).astype(np.float16)
     feeds = {i.name: (vol if i.name == 'gwc_volume' else f[i.name]) for i in ps.get_inputs()}
     return fs, ps, ps.run(None, feeds)[0]
 
@@ -31,7 +49,9 @@ def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(TINY).eval()
     with torch.no_grad():
-        model.upsampler.guide_scale.fill_(0.5)  # a trained guide term is part of the exported graph
+        model.upsampler.guide_scale.fill_(
+            0.5
+        )  # a trained guide term is part of the exported graph
     d = tmp_path_factory.mktemp('exp')
     export_two_stage(model, d, 64, 96, iters=2, dynamic=True, single=True)
     return model, d
@@ -61,7 +81,7 @@ def test_contract_names_types_and_yaml(exported):
     assert set(ins) == set(FEATURE_NAMES) | {'gwc_volume'}
     assert ins['gwc_volume'].type == 'tensor(float16)'
     assert [o.name for o in ps.get_outputs()] == ['disp']
-    assert isinstance(fs.get_inputs()[0].shape[2], str)       # symbolic H with --dynamic
+    assert isinstance(fs.get_inputs()[0].shape[2], str)  # symbolic H with --dynamic
     cfg = yaml.safe_load((d / 'onnx.yaml').read_text())
     assert cfg['max_disp'] == 32 and cfg['valid_iters'] == 2 and cfg['cv_group'] == 8
     assert cfg['normalize'] is True and cfg['image_size'] == [64, 96]
@@ -75,7 +95,9 @@ def test_single_graph_matches(exported):
     mean = np.array([123.675, 116.28, 103.53], np.float32).reshape(1, 3, 1, 1)
     std = np.array([58.395, 57.12, 57.375], np.float32).reshape(1, 3, 1, 1)
     s = ort.InferenceSession(str(d / 'model.onnx'), providers=['CPUExecutionProvider'])
-    out = s.run(['disparity'], {'left_image': (left - mean) / std, 'right_image': (right - mean) / std})[0]
+    out = s.run(
+        ['disparity'], {'left_image': (left - mean) / std, 'right_image': (right - mean) / std}
+    )[0]
     with torch.no_grad():
         ref = model(torch.from_numpy(left), torch.from_numpy(right), iters=2).numpy()
     assert np.abs(out - ref).max() <= 0.05

@@ -1,12 +1,13 @@
 """Model recognition and every contract error's message (file named, problem, fix)."""
+
 import shutil
 
 import numpy as np
 import pytest
+from test_inference_models import make_single, make_two_stage
 
 from ffs_ros.contract import ModelContractError, detect_model
 from ffs_ros.inference.letterbox import from_network, plan_resize, to_network
-from test_inference_models import make_single, make_two_stage
 
 
 @pytest.fixture(scope='module')
@@ -45,15 +46,21 @@ def test_prebuilt_engine_next_to_its_onnx_is_picked_up(export, tmp_path):
 def test_missing_post_file(export, tmp_path):
     d = copy(export, tmp_path)
     (d / 'post_runner.onnx').unlink()
-    with pytest.raises(ModelContractError, match='found feature_runner.onnx but not post_runner.onnx'):
+    with pytest.raises(
+        ModelContractError, match='found feature_runner.onnx but not post_runner.onnx'
+    ):
         detect_model(d)
 
 
 def test_missing_path_and_unknown_directory(tmp_path):
-    with pytest.raises(ModelContractError, match='does not exist; expected a directory with feature_runner.onnx'):
+    with pytest.raises(
+        ModelContractError, match='does not exist; expected a directory with feature_runner.onnx'
+    ):
         detect_model(tmp_path / 'nope')
     (tmp_path / 'readme.txt').write_text('x')
-    with pytest.raises(ModelContractError, match=r'cannot tell which model to use \(found: readme.txt\)'):
+    with pytest.raises(
+        ModelContractError, match=r'cannot tell which model to use \(found: readme.txt\)'
+    ):
         detect_model(tmp_path)
     with pytest.raises(ModelContractError, match='unsupported model file type .txt'):
         detect_model(tmp_path / 'readme.txt')
@@ -68,7 +75,9 @@ def test_not_an_onnx_file(tmp_path):
 def test_yaml_max_disp_disagreeing_with_graph(export, tmp_path):
     d = copy(export, tmp_path)
     (d / 'onnx.yaml').write_text('max_disp: 192\n')
-    with pytest.raises(ModelContractError, match='max_disp 192 means D=48, but post_runner.onnx expects D=8'):
+    with pytest.raises(
+        ModelContractError, match='max_disp 192 means D=48, but post_runner.onnx expects D=8'
+    ):
         detect_model(d)
 
 
@@ -83,7 +92,7 @@ def test_yaml_cv_group_disagreeing_and_bad_normalize(export, tmp_path):
     (d / 'onnx.yaml').write_text('normalize: false\n')
     assert detect_model(d).config.normalize is False
     (d / 'onnx.yaml').unlink()
-    assert detect_model(d).config.normalize is True   # default when absent
+    assert detect_model(d).config.normalize is True  # default when absent
 
 
 def test_files_from_different_exports(export, tmp_path):
@@ -91,13 +100,15 @@ def test_files_from_different_exports(export, tmp_path):
     other = tmp_path / 'other'
     make_two_stage(other, 96, 128, 32)
     shutil.copy(other / 'post_runner.onnx', d / 'post_runner.onnx')
-    with pytest.raises(ModelContractError, match='gwc_volume is 24x32 but the feature graph runs at 64x128'):
+    with pytest.raises(
+        ModelContractError, match='gwc_volume is 24x32 but the feature graph runs at 64x128'
+    ):
         detect_model(d)
 
 
 def test_size_not_multiple_of_32(tmp_path):
     make_two_stage(tmp_path, 64, 112, 32)
-    with pytest.raises(ModelContractError, match="has W=112, which is not a multiple of 32"):
+    with pytest.raises(ModelContractError, match='has W=112, which is not a multiple of 32'):
         detect_model(tmp_path)
 
 
@@ -105,10 +116,12 @@ def test_single_engine_and_stage_files_under_other_names(export, tmp_path):
     _, p = make_single(tmp_path / 'isaac.onnx', 64, 128, 32)
     src = detect_model(p)
     assert src.kind == 'single' and src.network_size == (64, 128)
-    assert detect_model(tmp_path).kind == 'single'     # a directory with one ONNX
+    assert detect_model(tmp_path).kind == 'single'  # a directory with one ONNX
     shutil.copy(export / 'feature_runner.onnx', tmp_path / 'feat.onnx')
-    with pytest.raises(ModelContractError, match='is the feature stage of a two-stage export; name it '
-                                                 'feature_runner.onnx'):
+    with pytest.raises(
+        ModelContractError,
+        match='is the feature stage of a two-stage export; name it feature_runner.onnx',
+    ):
         detect_model(tmp_path / 'feat.onnx')
     shutil.copy(export / 'post_runner.onnx', tmp_path / 'post.onnx')
     with pytest.raises(ModelContractError, match='is the post stage of a two-stage export'):
@@ -124,7 +137,9 @@ def test_checkpoint_is_recognised(tmp_path, export):
     assert src.kind == 'two_stage' and src.checkpoint == d / 'ffs_small.pt'
 
 
-# -- resolution plans -------------------------------------------------------------------------------------------
+# -- resolution plans
+# -------------------------------------------------------------------------------------------
+
 
 def test_letterbox_plan_never_upscales_by_default():
     p = plan_resize((240, 320), (448, 640))
@@ -138,11 +153,13 @@ def test_letterbox_plan_never_upscales_by_default():
 
 
 def test_letterbox_round_trip_of_a_disparity_ramp():
-    p = plan_resize((240, 400), (128, 256))          # s = 0.533 (width-bound) -> 213x... valid region
+    p = plan_resize((240, 400), (128, 256))  # s = 0.533 (width-bound) -> 213x... valid region
     xs = np.tile(np.arange(400, dtype=np.float32), (240, 1))
-    disp_in = 10 + 0.05 * xs                          # input-pixel disparities
+    disp_in = 10 + 0.05 * xs  # input-pixel disparities
     net = np.zeros((128, 256), np.float32)
-    small = to_network(disp_in[..., None].repeat(3, 2), p)[..., 0] * p.scale_x   # disparities scale with x
+    small = (
+        to_network(disp_in[..., None].repeat(3, 2), p)[..., 0] * p.scale_x
+    )  # disparities scale with x
     net[:] = small
     back = from_network(net, p)
     assert back.shape == (240, 400)
@@ -152,8 +169,10 @@ def test_letterbox_round_trip_of_a_disparity_ramp():
 def test_yaml_with_python_tags_is_read(export, tmp_path):
     """Training-arg dumps may carry python/* tags; only the plain values are needed."""
     d = copy(export, tmp_path)
-    (d / 'onnx.yaml').write_text('max_disp: 32\nimage_size: !!python/tuple [64, 128]\nnormalize: false\n'
-                                 'args: !!python/object:argparse.Namespace {lr: 0.1}\n')
+    (d / 'onnx.yaml').write_text(
+        'max_disp: 32\nimage_size: !!python/tuple [64, 128]\nnormalize: false\n'
+        'args: !!python/object:argparse.Namespace {lr: 0.1}\n'
+    )
     src = detect_model(d)
     assert src.config.image_size == (64, 128) and src.config.normalize is False
     (d / 'onnx.yaml').write_text('max_disp: [32\n')

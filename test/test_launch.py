@@ -1,16 +1,19 @@
-"""launch/stereo.launch.py without launch_ros (not installable from PyPI): its AST, and its
-description built against small stand-ins for the launch modules; then the node is started the
-way launch_ros would start it (params file, namespace, remaps) and must listen on the remapped topics."""
+"""launch/stereo.launch.py without launch_ros (not installable from PyPI):
+
+its AST, and its description built against small stand-ins for the launch modules; then the node is
+started the way launch_ros would start it (params file, namespace, remaps) and must listen on the
+remapped topics.
+"""
+
 import ast
 import importlib.util
 import os
+from pathlib import Path
 import sys
 import types
-from pathlib import Path
-
-import pytest
 
 from conftest import start_until_listening, unique_domain_id
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / 'launch' / 'stereo.launch.py'
@@ -28,18 +31,25 @@ class Rec:
 
 
 def fake_modules(share):
-    kinds = {'launch': ['LaunchDescription'], 'launch.actions': ['DeclareLaunchArgument', 'SetEnvironmentVariable'],
-             'launch.conditions': ['IfCondition'], 'launch.substitutions': ['LaunchConfiguration'],
-             'launch_ros.actions': ['Node']}
-    mods = {'launch_ros': types.ModuleType('launch_ros'),
-            'ament_index_python.packages': types.ModuleType('ament_index_python.packages')}
+    kinds = {
+        'launch': ['LaunchDescription'],
+        'launch.actions': ['DeclareLaunchArgument', 'SetEnvironmentVariable'],
+        'launch.conditions': ['IfCondition'],
+        'launch.substitutions': ['LaunchConfiguration'],
+        'launch_ros.actions': ['Node'],
+    }
+    mods = {
+        'launch_ros': types.ModuleType('launch_ros'),
+        'ament_index_python.packages': types.ModuleType('ament_index_python.packages'),
+    }
     for mod, names in kinds.items():
         m = types.ModuleType(mod)
         for n in names:
             setattr(m, n, type(n, (Rec,), {}))
         mods[mod] = m
-    mods['ament_index_python.packages'].get_package_share_directory = \
-        lambda pkg: str(share) if pkg == 'ffs_ros' else (_ for _ in ()).throw(LookupError(pkg))
+    mods['ament_index_python.packages'].get_package_share_directory = lambda pkg: (
+        str(share) if pkg == 'ffs_ros' else (_ for _ in ()).throw(LookupError(pkg))
+    )
     return mods
 
 
@@ -65,8 +75,15 @@ def test_launch_file_ast_uses_launch_ros_and_the_shipped_files():
     assert 'generate_launch_description' in funcs
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert {'launch', 'launch_ros.actions', 'ament_index_python.packages'} <= imported
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert {'stereo.yaml', 'fastdds_shm.xml', 'stereo_node', 'FASTDDS_DEFAULT_PROFILES_FILE'} <= strings
+    strings = {
+        n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+    assert {
+        'stereo.yaml',
+        'fastdds_shm.xml',
+        'stereo_node',
+        'FASTDDS_DEFAULT_PROFILES_FILE',
+    } <= strings
 
 
 def test_launch_description_node_params_file_namespace_and_remaps(description):
@@ -83,7 +100,7 @@ def test_launch_description_node_params_file_namespace_and_remaps(description):
     remaps = {src: dst.args[0] for src, dst in node['remappings']}
     assert set(remaps) == set(TOPICS)
     for src, arg in remaps.items():
-        assert args[arg]['default_value'] == src   # default: no remap
+        assert args[arg]['default_value'] == src  # default: no remap
 
 
 def test_launch_sets_the_shipped_shm_profile(description):
@@ -104,17 +121,36 @@ def test_node_started_like_launch_ros_listens_on_remapped_topics(tmp_path, descr
     """launch_ros turns parameters/namespace/remappings into --params-file, -r __ns:=, -r a:=b."""
     by_type, args = description
     node = next(n for n in by_type['Node'] if n.kwargs.get('executable') == 'stereo_node').kwargs
-    values = {'params_file': args['params_file']['default_value'], 'namespace': '/front',
-              'left_image': '/cams/front/left/image_rect_color', 'right_image': '/cams/front/right/image_rect_color',
-              'left_camera_info': '/cams/front/left/camera_info', 'right_camera_info': '/cams/front/right/camera_info',
-              'node_name': 'stereo_node'}
-    cmd = [str(Path(sys.executable).with_name('stereo_node')), '--ros-args',
-           '-r', f'__node:={values["node_name"]}', '-r', f'__ns:={values[node["namespace"].args[0]]}',
-           '--params-file', values[node['parameters'][0].args[0]]]
+    values = {
+        'params_file': args['params_file']['default_value'],
+        'namespace': '/front',
+        'left_image': '/cams/front/left/image_rect_color',
+        'right_image': '/cams/front/right/image_rect_color',
+        'left_camera_info': '/cams/front/left/camera_info',
+        'right_camera_info': '/cams/front/right/camera_info',
+        'node_name': 'stereo_node',
+    }
+    cmd = [
+        str(Path(sys.executable).with_name('stereo_node')),
+        '--ros-args',
+        '-r',
+        f'__node:={values["node_name"]}',
+        '-r',
+        f'__ns:={values[node["namespace"].args[0]]}',
+        '--params-file',
+        values[node['parameters'][0].args[0]],
+    ]
     for src, dst in node['remappings']:
         cmd += ['-r', f'{src}:={values[dst.args[0]]}']
-    env = dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id(301)), ROS_AUTOMATIC_DISCOVERY_RANGE='OFF',
-               ROS_LOG_DIR=str(tmp_path / 'log'))
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(unique_domain_id(301)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE='OFF',
+        ROS_LOG_DIR=str(tmp_path / 'log'),
+    )
     line, rest = start_until_listening(cmd, env)
-    assert 'listening on /cams/front/left/image_rect_color, /cams/front/right/image_rect_color' in line, line + rest
+    assert (
+        'listening on /cams/front/left/image_rect_color, /cams/front/right/image_rect_color'
+        in line
+    ), line + rest
     assert '[front.stereo_node]' in line

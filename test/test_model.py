@@ -1,4 +1,8 @@
-"""FFSSmall: the two-stage split, the public load_model API, and that it can learn (one tiny overfit)."""
+"""FFSSmall:
+
+the two-stage split, the public load_model API, and that it can learn (one tiny overfit).
+"""
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +12,19 @@ from ffs_ros.model import FEATURE_NAMES, build_model, load_model
 from ffs_ros.model.lookup import lookup_last
 from ffs_ros.model.volume import shifted_stack
 
-TINY = {'max_disp': 32, 'enc': [8, 8, 16, 16, 16], 'feat': [16, 16, 16, 16], 'stem_ch': 8, 'concat_ch': 4,
-        'vol': [8, 8, 8, 8], 'geo_ch': 2, 'hidden': 16, 'ctx': 16, 'valid_iters': 2, 'train_iters': 2}
+TINY = {
+    'max_disp': 32,
+    'enc': [8, 8, 16, 16, 16],
+    'feat': [16, 16, 16, 16],
+    'stem_ch': 8,
+    'concat_ch': 4,
+    'vol': [8, 8, 8, 8],
+    'geo_ch': 2,
+    'hidden': 16,
+    'ctx': 16,
+    'valid_iters': 2,
+    'train_iters': 2,
+}
 
 
 @pytest.fixture(scope='module')
@@ -41,12 +56,22 @@ def test_forward_is_post_of_features_and_contract_volume(tiny):
     with torch.no_grad():
         full = tiny(left, right)
         f = tiny.features(left, right)
-        vol = gwc_volume_torch(f['features_left_04'], f['features_right_04'], tiny.cv_group, tiny.max_disp // 4,
-                               tiny.normalize)
+        vol = gwc_volume_torch(
+            f['features_left_04'],
+            f['features_right_04'],
+            tiny.cv_group,
+            tiny.max_disp // 4,
+            tiny.normalize,
+        )
         split = tiny.post(**f, gwc_volume=vol.half())  # upstream feeds the volume as fp16
     assert full.shape == (1, 1, 64, 96)
     assert torch.allclose(full, split, atol=0.05)
-    assert tiny.max_disp == 32 and tiny.cv_group == 8 and tiny.normalize is True and tiny.valid_iters == 2
+    assert (
+        tiny.max_disp == 32
+        and tiny.cv_group == 8
+        and tiny.normalize is True
+        and tiny.valid_iters == 2
+    )
 
 
 def test_load_model_roundtrip(tmp_path, tiny):
@@ -83,14 +108,17 @@ def test_shifted_stack_matches_definition():
     s = shifted_stack(r, 3)
     for d in range(3):
         for w in range(5):
-            want = r[0, 0, :, w - d] if w >= d else torch.zeros(2)
-            assert torch.equal(s[0, 0, d, :, w], want)
+            want = r[0, 0,:, w - d] if w >= d else torch.zeros(2)
+            assert torch.equal(s[0, 0, d,:, w], want)
 
 
 def test_tiny_model_learns_a_constant_shift():
-    """A few optimisation steps on one plane pair must reduce the error a lot (the graph is trainable)."""
+    """A few optimisation steps on one plane pair must reduce the error a lot (the graph is
+    trainable).
+    """
     from ffs_ros.model.train import sequence_loss
     from ffs_ros.synth import plane_pair
+
     torch.manual_seed(0)
     m = build_model(TINY).train()
     s = plane_pair(32, 64, 8.0, seed=3)
@@ -102,7 +130,9 @@ def test_tiny_model_learns_a_constant_shift():
     errs = []
     for _ in range(30):
         f = m.features(left, right)
-        o = m.post(**f, gwc_volume=m.gwc(f['features_left_04'], f['features_right_04']), return_all=True)
+        o = m.post(
+            **f, gwc_volume=m.gwc(f['features_left_04'], f['features_right_04']), return_all=True
+        )
         loss = sequence_loss(o, gt, valid)
         errs.append(float((o['final'] - gt).abs()[valid].mean()))
         opt.zero_grad()
@@ -112,10 +142,15 @@ def test_tiny_model_learns_a_constant_shift():
 
 
 def test_guided_upsampler_starts_as_plain_convex_and_snaps_edges():
-    """guide_scale 0: exactly the plain convex upsampler (the weights of a checkpoint trained without the guide
-    mean the same thing with it). Active: still a convex combination of the 3x3 coarse neighbours, and an
-    embedding that tells the two sides of an image edge apart puts the depth edge on the image edge."""
+    """guide_scale 0:
+
+    exactly the plain convex upsampler (the weights of a checkpoint trained without the guide mean
+    the same thing with it). Active: still a convex combination of the 3x3 coarse neighbours, and
+    an embedding that tells the two sides of an image edge apart puts the depth edge on the image
+    edge.
+    """
     from ffs_ros.model.upsample import ConvexUpsampler
+
     torch.manual_seed(0)
     plain, guided = ConvexUpsampler(16, 8), ConvexUpsampler(16, 8, guide_ch=4)
     guided.head.load_state_dict(plain.head.state_dict())
@@ -126,38 +161,47 @@ def test_guided_upsampler_starts_as_plain_convex_and_snaps_edges():
         assert torch.equal(plain(d4, hidden, stem), guided(d4, hidden, stem))
         guided.guide_scale.fill_(3.0)
         out = guided(d4, hidden, stem)
-    nb = torch.nn.functional.max_pool2d(d4 * 4, 3, 1, 1), -torch.nn.functional.max_pool2d(-d4 * 4, 3, 1, 1)
+    nb = (
+        torch.nn.functional.max_pool2d(d4 * 4, 3, 1, 1),
+        -torch.nn.functional.max_pool2d(-d4 * 4, 3, 1, 1),
+    )
     up = lambda t: torch.nn.functional.interpolate(t, scale_factor=4, mode='nearest')  # noqa: E731
     assert out.shape == (1, 1, 24, 32)
     assert torch.all(out <= up(nb[0]) + 1e-4) and torch.all(out >= up(nb[1]) - 1e-4)
 
-    # a vertical depth edge between coarse columns, the image edge 2 px inside column 2 (full-res x = 10):
-    # with a zero head and an embedding equal to the image's side, every pixel takes its own side's disparity
+    # a vertical depth edge between coarse columns, the image edge 2 px inside column 2 (full-res
+    # x = 10):
+    # with a zero head and an embedding equal to the image's side, every pixel takes its own
+    # side's disparity
     d4 = torch.zeros(1, 1, 4, 5)
-    d4[..., 2:] = 5.0                                   # far 0 px left of column 2, near 20 px from it on
+    d4[..., 2:] = 5.0  # far 0 px left of column 2, near 20 px from it on
     side = torch.zeros(1, 8, 8, 10)
-    side[..., 5:] = 1.0                                 # stem channel 0: 1 right of the image edge (1/2-res x 5)
+    side[..., 5:] = 1.0  # stem channel 0: 1 right of the image edge (1/2-res x 5)
     g = ConvexUpsampler(4, 8, guide_ch=1)
     with torch.no_grad():
         for m in list(g.head) + list(g.guide):
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.zero_()
                 m.bias.zero_()
-        g.guide[0].weight[0, 0, 1, 1] = 1.0             # pass "right of the edge" through the guide CNN
+        g.guide[0].weight[0, 0, 1, 1] = 1.0  # pass "right of the edge" through the guide CNN
         g.guide[2].weight[0, 0, 1, 1] = 1.0
         g.guide[4].weight[0, 0, 1, 1] = 1.0
         g.guide[6].weight[:, 0] = 2.0
-        g.guide[6].bias[:] = -1.0                       # embedding -1 left of the edge, +1 right of it
+        g.guide[6].bias[:] = -1.0  # embedding -1 left of the edge, +1 right of it
         g.guide_scale.zero_()
         plain_out = g(d4, torch.zeros(1, 4, 4, 5), side)[0, 0, 0]
         g.guide_scale.fill_(20.0)
         out = g(d4, torch.zeros(1, 4, 4, 5), side)[0, 0, 0]
     assert torch.all(out[:10] < 0.5) and torch.all(out[10:] > 19.5), out
-    assert (plain_out[6:12] - torch.tensor([0, 0, 20, 20, 20, 20.])).abs().max() > 5   # plain: blended edge
+    assert (
+        plain_out[6:12] - torch.tensor([0, 0, 20, 20, 20, 20.0])
+    ).abs().max() > 5  # plain: blended edge
 
 
 def test_checkpoints_without_guide_load_as_plain_upsampler(tmp_path):
-    """Checkpoints written before the guide term (no 'guide_ch' in their config) load with guide_ch 0."""
+    """Checkpoints written before the guide term (no 'guide_ch' in their config) load with
+    guide_ch 0.
+    """
     cfg = dict(TINY, guide_ch=0)
     torch.manual_seed(0)
     old = build_model(cfg).eval()

@@ -1,5 +1,9 @@
-"""Each bad input: a log line naming the problem and the fix, diagnostics ERROR, frame dropped,
-node alive, the next good pair published."""
+"""Each bad input:
+
+a log line naming the problem and the fix, diagnostics ERROR, frame dropped, node alive, the next
+good pair published.
+"""
+
 import itertools
 import math
 import time
@@ -43,13 +47,13 @@ def _info_size_mismatch(l, r, li, ri):
 
 
 def _data_length(l, r, li, ri):
-    l.data = bytes(l.data)[:-W * 3]   # one row short
+    l.data = bytes(l.data)[: -W * 3]  # one row short
     return l, r, li, ri
 
 
 def _step_too_small(l, r, li, ri):
     l.step = W * 3 - 3
-    l.data = bytes(l.data)[:l.step * H]
+    l.data = bytes(l.data)[: l.step * H]
     return l, r, li, ri
 
 
@@ -101,17 +105,26 @@ BAD = {  # name -> (mutation, words the ERROR / log line must contain)
 
 
 def make_node(ros_context, spin_nodes, ns):
-    overrides = [Parameter('backend', value='sgbm'), Parameter('max_disparity', value=48.0),
-                 Parameter('diagnostics_period_seconds', value=0.1),
-                 Parameter('diagnostics_window_seconds', value=30.0)]
+    overrides = [
+        Parameter('backend', value='sgbm'),
+        Parameter('max_disparity', value=48.0),
+        Parameter('diagnostics_period_seconds', value=0.1),
+        Parameter('diagnostics_window_seconds', value=30.0),
+    ]
     return spin_nodes(StereoNode(context=ros_context, namespace=ns, parameter_overrides=overrides))
 
 
 def error_status(player, words, timeout=10.0):
     """The first diagnostics input status at ERROR whose message contains all `words`."""
+
     def pred(arr):
-        return any(s.level == b'\x02' and s.name == 'stereo_node: input'
-                   and all(w.lower() in s.message.lower() for w in words) for s in arr.status)
+        return any(
+            s.level == b'\x02'
+            and s.name == 'stereo_node: input'
+            and all(w.lower() in s.message.lower() for w in words)
+            for s in arr.status
+        )
+
     return player.out['diagnostics'].wait_for(pred, timeout)
 
 
@@ -120,7 +133,8 @@ def assert_recovers(node, player, stamp_ns):
     l, r, li, ri = good()
     player.send(node, l, r, li, ri, stamp_ns=stamp_ns)
     got = player.out['disparity'].wait_for(
-        lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns)
+        lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns
+    )
     assert got is not None, 'the next good pair was not published'
 
 
@@ -140,8 +154,13 @@ def test_bad_input_is_reported_dropped_and_survived(rig, name):
     player.send(node, *mutate(*good()), stamp_ns=1_000_000_000)
     st = error_status(player, words)
     assert st is not None, f'no diagnostics ERROR naming {words} for {name}'
-    log = player.out['rosout'].wait_for(lambda m: m.name.endswith('stereo_node') and 'fix:' in m.msg
-                                        and all(w.lower() in m.msg.lower() for w in words))
+    log = player.out['rosout'].wait_for(
+        lambda m: (
+            m.name.endswith('stereo_node')
+            and 'fix:' in m.msg
+            and all(w.lower() in m.msg.lower() for w in words)
+        )
+    )
     assert log is not None and log.level >= 40, 'no ERROR log line naming the problem and the fix'
     assert node.wait_idle(5)
     assert player.out['disparity'].msgs == [] and node.bad_frames >= 1
@@ -154,9 +173,9 @@ def test_camera_info_not_received_names_the_topic(rig):
     player.publish(left_info=li)
     time.sleep(0.2)
     topic = node.sub_right_info.topic_name
-    st = None   # quiet at first (start-up: infos often trail the images); ERROR once it persists
-    for i in range(40):   # pairs at ~10 Hz: persisting means > 1 s or more than 3 pairs
-        player.publish(left=l, right=r, stamp_ns=(i + 1) * 10_000_000)   # no right camera_info
+    st = None  # quiet at first (start-up: infos often trail the images); ERROR once it persists
+    for i in range(40):  # pairs at ~10 Hz: persisting means > 1 s or more than 3 pairs
+        player.publish(left=l, right=r, stamp_ns=(i + 1) * 10_000_000)  # no right camera_info
         st = error_status(player, ['camera_info not yet received', topic], timeout=0.1)
         if st is not None:
             break
@@ -164,23 +183,24 @@ def test_camera_info_not_received_names_the_topic(rig):
     log = player.out['rosout'].wait_for(lambda m: topic in m.msg and 'fix:' in m.msg)
     assert log is not None
     assert player.out['disparity'].msgs == []
-    assert_recovers(node, player, 2_000_000_000)   # send() publishes the right camera_info too
+    assert_recovers(node, player, 2_000_000_000)  # send() publishes the right camera_info too
 
 
 def test_stamps_going_backwards(rig):
     node, player = rig
     assert_recovers(node, player, 5_000_000_000)
     l, r, li, ri = good()
-    player.send(node, l, r, li, ri, stamp_ns=4_000_000_000)   # time went back 1 s
+    player.send(node, l, r, li, ri, stamp_ns=4_000_000_000)  # time went back 1 s
     assert error_status(player, ['backwards']) is not None
     assert node.wait_idle(5)
     assert len(player.out['disparity'].msgs) == 1
-    assert_recovers(node, player, 4_100_000_000)   # the new timeline is processed normally
+    assert_recovers(node, player, 4_100_000_000)  # the new timeline is processed normally
 
 
 def test_bad_input_log_is_throttled(rig):
     node, player = rig
     import time
+
     for i in range(5):
         player.send(node, *_empty(*good()), stamp_ns=(i + 1) * 1_000_000_000)
         time.sleep(0.05)

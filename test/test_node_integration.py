@@ -1,5 +1,9 @@
-"""stereo_node in-process over real rclpy: a textured plane at 2.0 m (fx 400 px, baseline 0.12 m
--> 24 px disparity) goes in; disparity, depth, cloud and diagnostics come out with the right values."""
+"""stereo_node in-process over real rclpy:
+
+a textured plane at 2.0 m (fx 400 px, baseline 0.12 m -> 24 px disparity) goes in; disparity,
+depth, cloud and diagnostics come out with the right values.
+"""
+
 import itertools
 import time
 
@@ -12,16 +16,22 @@ from ffs_ros.node.stereo_node import StereoNode
 from ffs_ros.synth import plane_pair
 
 H, W, FX, BASELINE, Z = 120, 160, 400.0, 0.12, 2.0
-DISP = FX * BASELINE / Z   # 24 px
+DISP = FX * BASELINE / Z  # 24 px
 _ns = itertools.count()
 
 
 def make_node(ros_context, spin_nodes, ns, matcher=None, **params):
-    base = {'backend': 'sgbm', 'max_disparity': 64.0, 'diagnostics_period_seconds': 0.2,
-            'expected_rate': 0.0}
+    base = {
+        'backend': 'sgbm',
+        'max_disparity': 64.0,
+        'diagnostics_period_seconds': 0.2,
+        'expected_rate': 0.0,
+    }
     base.update(params)
     overrides = [Parameter(k, value=v) for k, v in base.items()]
-    node = StereoNode(context=ros_context, namespace=ns, parameter_overrides=overrides, matcher=matcher)
+    node = StereoNode(
+        context=ros_context, namespace=ns, parameter_overrides=overrides, matcher=matcher
+    )
     return spin_nodes(node)
 
 
@@ -42,6 +52,7 @@ def setup(ros_context, spin_nodes, make_player):
         player = make_player(namespace=ns, **(player_kw or {}))
         assert player.wait_connected(node), 'player and stereo node did not connect'
         return node, player
+
     return go
 
 
@@ -53,7 +64,9 @@ def test_plane_at_two_metres(setup):
     depth_msg = player.out['depth'].wait_for(lambda m: True)
     cloud = player.out['points2'].wait_for(lambda m: True)
     info = player.out['depth_info'].wait_for(lambda m: True)
-    assert disp_msg is not None and depth_msg is not None and cloud is not None and info is not None
+    assert (
+        disp_msg is not None and depth_msg is not None and cloud is not None and info is not None
+    )
 
     # headers: left image stamp and left optical frame
     for m in (disp_msg, depth_msg, cloud, info):
@@ -62,14 +75,19 @@ def test_plane_at_two_metres(setup):
 
     # DisparityImage fields
     assert disp_msg.f == pytest.approx(FX) and disp_msg.t == pytest.approx(BASELINE)
-    assert disp_msg.image.encoding == '32FC1' and (disp_msg.image.height, disp_msg.image.width) == (H, W)
+    assert disp_msg.image.encoding == '32FC1' and (
+        disp_msg.image.height,
+        disp_msg.image.width,
+    ) == (H, W)
     assert disp_msg.max_disparity > disp_msg.min_disparity >= 0
     d = np.frombuffer(bytes(disp_msg.image.data), np.float32).reshape(H, W)
     valid = np.isfinite(d)
     assert valid.mean() > 0.5
     assert np.median(d[valid]) == pytest.approx(DISP, rel=0.02)
-    assert np.all(d[:, :int(DISP)][np.isfinite(d[:, :int(DISP)])] <= np.arange(int(DISP))[None, :]
-                  .repeat(H, 0)[np.isfinite(d[:, :int(DISP)])] + 1e-3)  # no match beyond the left edge
+    assert np.all(
+        d[:,: int(DISP)][np.isfinite(d[:,: int(DISP)])]
+        <= np.arange(int(DISP))[None,:].repeat(H, 0)[np.isfinite(d[:,: int(DISP)])] + 1e-3
+    )  # no match beyond the left edge
 
     # depth image: metres, NaN invalid, within 2 %
     assert depth_msg.encoding == '32FC1'
@@ -88,7 +106,7 @@ def test_plane_at_two_metres(setup):
     assert len(cloud.data) == cloud.row_step * cloud.height == H * W * cloud.point_step
     off = {f.name: f.offset for f in cloud.fields}
     raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(H * W, cloud.point_step)
-    zc = raw[:, off['z']:off['z'] + 4].copy().view(np.float32).ravel()
+    zc = raw[:, off['z']: off['z'] + 4].copy().view(np.float32).ravel()
     assert np.median(zc[np.isfinite(zc)]) == pytest.approx(Z, rel=0.02)
     assert info.k[0] == pytest.approx(FX) and (info.width, info.height) == (W, H)
     color = player.out['color'].wait_for(lambda m: True)
@@ -97,8 +115,12 @@ def test_plane_at_two_metres(setup):
 
     # diagnostics: three statuses named after the node, processing has per-stage times
     diag = player.out['diagnostics'].wait_for(
-        lambda a: any(s.name == 'stereo_node: processing' and any(
-            kv.key == 'match p50 (ms)' and kv.value != 'nan' for kv in s.values) for s in a.status))
+        lambda a: any(
+            s.name == 'stereo_node: processing'
+            and any(kv.key == 'match p50 (ms)' and kv.value != 'nan' for kv in s.values)
+            for s in a.status
+        )
+    )
     assert diag is not None
     names = {s.name for s in diag.status}
     assert {'stereo_node: input', 'stereo_node: processing', 'stereo_node: model'} <= names
@@ -107,8 +129,13 @@ def test_plane_at_two_metres(setup):
 
 
 def test_dense_cloud_16bit_depth_and_best_effort_publisher(setup):
-    node, player = setup(player_kw={'reliable': False}, organized_cloud=False, depth_encoding='16UC1',
-                         use_color=False, max_depth=10.0)
+    node, player = setup(
+        player_kw={'reliable': False},
+        organized_cloud=False,
+        depth_encoding='16UC1',
+        use_color=False,
+        max_depth=10.0,
+    )
     left, right, li, ri = plane_msgs()
     player.send(node, left, right, li, ri, stamp_ns=7_000_000_000)
     cloud = player.out['points2'].wait_for(lambda m: True)
@@ -116,7 +143,7 @@ def test_dense_cloud_16bit_depth_and_best_effort_publisher(setup):
     assert cloud is not None and depth is not None
     assert [f.name for f in cloud.fields] == ['x', 'y', 'z']
     assert cloud.height == 1 and 0.5 * H * W < cloud.width < H * W
-    pts = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, cloud.point_step // 4)[:, :3]
+    pts = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, cloud.point_step // 4)[:,:3]
     assert np.all(np.isfinite(pts))
     assert np.median(pts[:, 2]) == pytest.approx(Z, rel=0.02)
     assert depth.encoding == '16UC1'
@@ -127,9 +154,11 @@ def test_dense_cloud_16bit_depth_and_best_effort_publisher(setup):
 def test_outputs_only_computed_while_someone_subscribes(ros_context, spin_nodes, make_player):
     ns = f'/itest{next(_ns)}'
     node = make_node(ros_context, spin_nodes, ns)
-    player = make_player(namespace=ns, outputs=())   # publishes inputs, subscribes to no output
+    player = make_player(namespace=ns, outputs=())  # publishes inputs, subscribes to no output
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not all(p.get_subscription_count() for p in player.pubs.values()):
+    while time.monotonic() < deadline and not all(
+        p.get_subscription_count() for p in player.pubs.values()
+    ):
         time.sleep(0.02)
     left, right, li, ri = plane_msgs()
     assert player.publish_infos(node, li, ri)
@@ -165,15 +194,19 @@ class SlowMatcher:
 
 def test_latest_pair_wins_when_the_camera_outruns_the_matcher(setup):
     from ffs_ros.inference import load_matcher
-    node, player = setup(matcher=SlowMatcher(load_matcher(backend='sgbm', max_disparity=64), 0.15),
-                         queue_size=2)
+
+    node, player = setup(
+        matcher=SlowMatcher(load_matcher(backend='sgbm', max_disparity=64), 0.15), queue_size=2
+    )
     left, right, li, ri = plane_msgs()
     assert player.publish_infos(node, li, ri)
     n = 15
     for i in range(n):
         player.publish(left, right, stamp_ns=(i + 1) * 10_000_000)
         time.sleep(0.01)
-    last = player.out['disparity'].wait_for(lambda m: m.header.stamp.nanosec == n * 10_000_000, timeout=10)
+    last = player.out['disparity'].wait_for(
+        lambda m: m.header.stamp.nanosec == n * 10_000_000, timeout=10
+    )
     assert last is not None, 'the newest pair must be processed'
     assert node.wait_idle(5)
     got = len(player.out['disparity'].msgs)
@@ -188,15 +221,16 @@ def test_approximate_sync_pairs_offset_stamps_exact_does_not(setup):
     left, right, li, ri = plane_msgs()
     assert player.publish_infos(node, li, ri)
     player.publish(left=left, stamp_ns=1_000_000_000)
-    player.publish(right=right, stamp_ns=1_003_000_000)   # 3 ms later
+    player.publish(right=right, stamp_ns=1_003_000_000)  # 3 ms later
     assert player.out['disparity'].wait_for(lambda m: True) is not None
 
-    node2, player2 = setup()   # exact sync (default)
+    node2, player2 = setup()  # exact sync (default)
     assert player2.publish_infos(node2, li, ri)
     player2.publish(left=left, stamp_ns=1_000_000_000)
     player2.publish(right=right, stamp_ns=1_003_000_000)
     diag = player2.out['diagnostics'].wait_for(
-        lambda a: any(kv.key == 'pairs received' for s in a.status for kv in s.values), timeout=5)
+        lambda a: any(kv.key == 'pairs received' for s in a.status for kv in s.values), timeout=5
+    )
     assert diag is not None
     time.sleep(0.3)
     assert player2.out['disparity'].msgs == [] and node2.health.pairs_total == 0
@@ -205,6 +239,7 @@ def test_approximate_sync_pairs_offset_stamps_exact_does_not(setup):
 
 def test_qos_defaults(setup):
     from rclpy.qos import QoSReliabilityPolicy
+
     node, _ = setup()
     assert node.sub_left.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT
     assert node.pub_points.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
@@ -213,13 +248,24 @@ def test_qos_defaults(setup):
 
 
 def test_model_backend_through_parameters(ros_context, spin_nodes, make_player, tmp_path):
-    """backend/model parameters load a two-stage ONNX export (tiny matching model from the inference
-    tests) and the node reports it in diagnostics; a constant-disparity pair comes back as that disparity."""
+    """backend/model parameters load a two-stage ONNX export (tiny matching model from the
+    inference
+    tests) and the node reports it in diagnostics; a constant-disparity pair comes back as that
+    disparity.
+    """
     from test_inference_models import make_two_stage, shifted_pair
+
     _, _, model_dir = make_two_stage(tmp_path / 'model', 128, 256, 64, use_16=False)
     ns = f'/itest{next(_ns)}'
-    node = make_node(ros_context, spin_nodes, ns, backend='onnxruntime', model=str(model_dir), threads=1,
-                     max_disparity=64.0)
+    node = make_node(
+        ros_context,
+        spin_nodes,
+        ns,
+        backend='onnxruntime',
+        model=str(model_dir),
+        threads=1,
+        max_disparity=64.0,
+    )
     player = make_player(namespace=ns, outputs=('disparity',))
     assert player.wait_connected(node)
     left_np, right_np = shifted_pair(128, 256, 8, seed=2)
@@ -230,15 +276,21 @@ def test_model_backend_through_parameters(ros_context, spin_nodes, make_player, 
     assert disp is not None
     d = np.frombuffer(bytes(disp.image.data), np.float32).reshape(128, 256)
     assert np.nanmedian(d[:, 32:]) == pytest.approx(8.0, abs=0.5)
-    diag = player.out['diagnostics'].wait_for(lambda a: any(s.name == 'stereo_node: model' for s in a.status))
-    model = {kv.key: kv.value for s in diag.status if s.name == 'stereo_node: model' for kv in s.values}
+    diag = player.out['diagnostics'].wait_for(
+        lambda a: any(s.name == 'stereo_node: model' for s in a.status)
+    )
+    model = {
+        kv.key: kv.value for s in diag.status if s.name == 'stereo_node: model' for kv in s.values
+    }
     assert model['backend'] == 'onnxruntime' and model['network resolution'] == '256x128'
 
 
 def test_unknown_parameter_names_are_warned_about(ros_context, spin_nodes, make_player):
     ns = f'/itest{next(_ns)}'
     player = make_player(namespace=ns, outputs=())
-    node = make_node(ros_context, spin_nodes, ns, approximate_synk=True)   # typo of approximate_sync
+    node = make_node(
+        ros_context, spin_nodes, ns, approximate_synk=True
+    )  # typo of approximate_sync
     log = player.out['rosout'].wait_for(lambda m: 'approximate_synk' in m.msg, timeout=10)
     assert log is not None and log.level == 30 and 'approximate_sync' in log.msg
     assert node.values['approximate_sync'] is False
@@ -248,15 +300,26 @@ def test_diagnostics_error_when_no_pairs_arrive(ros_context, spin_nodes, make_pl
     ns = f'/itest{next(_ns)}'
     player = make_player(namespace=ns, outputs=())
     make_node(ros_context, spin_nodes, ns, no_pairs_timeout_seconds=0.3)
-    diag = player.out['diagnostics'].wait_for(lambda a: any(
-        s.name == 'stereo_node: input' and s.level == b'\x02' and 'no synchronized pairs' in s.message
-        for s in a.status), timeout=10)
+    diag = player.out['diagnostics'].wait_for(
+        lambda a: any(
+            s.name == 'stereo_node: input'
+            and s.level == b'\x02'
+            and 'no synchronized pairs' in s.message
+            for s in a.status
+        ),
+        timeout=10,
+    )
     assert diag is not None
 
 
-def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(ros_context, spin_nodes, make_player):
-    """The first camera_info tells the node the input size: the matcher builds its engines then (in the
-    background, once per size), not when the first pair arrives."""
+def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(
+    ros_context, spin_nodes, make_player
+):
+    """The first camera_info tells the node the input size:
+
+    the matcher builds its engines then (in the background, once per size), not when the first pair
+    arrives.
+    """
     import threading
 
     from ffs_ros.inference import load_matcher
@@ -272,6 +335,7 @@ def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(ros_conte
         def prepare(self, in_hw):
             self.prepared.append(tuple(in_hw))
             self.done.set()
+
     m = Preparing()
     ns = f'/itest{next(_ns)}'
     node = make_node(ros_context, spin_nodes, ns, matcher=m)
@@ -287,11 +351,18 @@ def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(ros_conte
 
 
 def test_node_pairs_with_message_filters_where_it_imports(setup):
-    """On a distro (and in the Jazzy venv of make test) the node pairs with ROS 2's message_filters, else with
-    ours; the start-up line names it."""
+    """On a distro (and in the Jazzy venv of make test) the node pairs with ROS 2's
+    message_filters, else with
+    ours; the start-up line names it.
+    """
     import importlib.util
+
     node, player = setup()
-    expected = 'message_filters' if importlib.util.find_spec('message_filters') else 'ffs_ros StereoSynchronizer'
+    expected = (
+        'message_filters'
+        if importlib.util.find_spec('message_filters')
+        else 'ffs_ros StereoSynchronizer'
+    )
     assert node._sync.name == expected
     left, right, li, ri = plane_msgs()
     assert player.publish_infos(node, li, ri)

@@ -1,4 +1,5 @@
 """Node building blocks without DDS: latest-pair-wins worker, diagnostics levels, parameters."""
+
 import threading
 
 import pytest
@@ -22,7 +23,7 @@ def test_worker_latest_wins_and_counts_drops():
     w = LatestWorker(process)
     try:
         assert w.submit(0) is False
-        assert started.wait(5)             # worker busy with 0
+        assert started.wait(5)  # worker busy with 0
         replaced = [w.submit(i) for i in range(1, 6)]  # 1..4 are replaced by their successor
         assert replaced == [False, True, True, True, True]
         gate.set()
@@ -59,6 +60,7 @@ def test_worker_submit_never_blocks_while_processing():
     w = LatestWorker(lambda item: gate.wait(5))
     try:
         import time
+
         w.submit(1)
         t0 = time.perf_counter()
         for i in range(1000):
@@ -94,17 +96,29 @@ def test_diagnostics_ok_with_stage_percentiles_and_names():
     for i in range(50):
         clock.t += 0.1
         h.pair_received()
-        h.published({'convert': 1.0, 'match': 10.0 + (i % 10), 'depth': 0.5}, age_s=0.02, resolution=(480, 640))
+        h.published(
+            {'convert': 1.0, 'match': 10.0 + (i % 10), 'depth': 0.5},
+            age_s=0.02,
+            resolution=(480, 640),
+        )
     st = by_name(h.report(sync_failures=3, dropped=2))
     assert [s.name for s in h.report()] == ['stereo: input', 'stereo: processing', 'stereo: model']
-    assert st['input'].level == OK and float(st['input'].values['pair rate (Hz)']) == pytest.approx(10.0, rel=0.05)
-    assert st['input'].values['sync failures'] == '3' and st['input'].values['dropped (worker busy)'] == '2'
+    assert st['input'].level == OK and float(
+        st['input'].values['pair rate (Hz)']
+    ) == pytest.approx(10.0, rel=0.05)
+    assert (
+        st['input'].values['sync failures'] == '3'
+        and st['input'].values['dropped (worker busy)'] == '2'
+    )
     proc = st['processing']
     assert proc.level == OK
     assert float(proc.values['match p50 (ms)']) == pytest.approx(14.5, abs=0.6)
     assert float(proc.values['match p95 (ms)']) == pytest.approx(19.0, abs=0.6)
     assert float(proc.values['age p50 (ms)']) == pytest.approx(20.0)
-    assert st['model'].values['backend'] == 'sgbm' and st['model'].values['input resolution'] == '640x480'
+    assert (
+        st['model'].values['backend'] == 'sgbm'
+        and st['model'].values['input resolution'] == '640x480'
+    )
 
 
 def test_diagnostics_error_when_no_pairs_and_after_bad_input():
@@ -117,14 +131,14 @@ def test_diagnostics_error_when_no_pairs_and_after_bad_input():
     h.bad_input('left and right images differ in size')
     inp = by_name(h.report())['input']
     assert inp.level == ERROR and 'differ in size' in inp.message
-    clock.t += 2.5   # the bad input leaves the window; pairs keep coming
+    clock.t += 2.5  # the bad input leaves the window; pairs keep coming
     h.pair_received()
     assert by_name(h.report())['input'].level == OK
 
 
 def test_diagnostics_warn_slow_and_stale():
     h, clock = health(expected_rate=30.0, window=5.0, stale_age=0.2)
-    for _ in range(10):   # 2 Hz pairs and outputs, while 30 Hz are expected
+    for _ in range(10):  # 2 Hz pairs and outputs, while 30 Hz are expected
         clock.t += 0.5
         h.pair_received()
         h.published({'match': 400.0}, age_s=0.45)
@@ -155,16 +169,19 @@ def test_params_defaults_are_valid_and_map_to_pipeline_config():
     assert v['backend'] == P.DEFAULT_BACKEND
 
 
-@pytest.mark.parametrize('bad, words', [
-    ({'backend': 'cuda-magic'}, ['backend', 'sgbm']),
-    ({'min_depth': 5.0, 'max_depth': 1.0}, ['min_depth', 'max_depth']),
-    ({'min_disparity': 50.0, 'max_disparity': 10.0}, ['min_disparity']),
-    ({'depth_encoding': '8UC1'}, ['depth_encoding', '16UC1']),
-    ({'queue_size': 0}, ['queue_size', '[1, 100]']),
-    ({'input_qos': 'fast'}, ['input_qos', 'sensor_data']),
-    ({'use_color': 'yes'}, ['use_color', 'boolean']),
-    ({'approximate_synk': True}, ['unknown parameter', 'approximate_synk']),
-])
+@pytest.mark.parametrize(
+    'bad, words',
+    [
+        ({'backend': 'cuda-magic'}, ['backend', 'sgbm']),
+        ({'min_depth': 5.0, 'max_depth': 1.0}, ['min_depth', 'max_depth']),
+        ({'min_disparity': 50.0, 'max_disparity': 10.0}, ['min_disparity']),
+        ({'depth_encoding': '8UC1'}, ['depth_encoding', '16UC1']),
+        ({'queue_size': 0}, ['queue_size', '[1, 100]']),
+        ({'input_qos': 'fast'}, ['input_qos', 'sensor_data']),
+        ({'use_color': 'yes'}, ['use_color', 'boolean']),
+        ({'approximate_synk': True}, ['unknown parameter', 'approximate_synk']),
+    ],
+)
 def test_params_bad_values_name_the_parameter_and_a_fix(bad, words):
     with pytest.raises(P.ParamError) as e:
         P.validate({**P.defaults(), **bad})
@@ -185,13 +202,16 @@ def test_stereo_yaml_lists_every_parameter_with_a_comment():
     from pathlib import Path
 
     import yaml
+
     path = Path(__file__).resolve().parent.parent / 'config' / 'stereo.yaml'
     doc = yaml.safe_load(path.read_text())
-    assert list(doc) == ['/**']   # a bare node name under a namespace would be silently ignored
+    assert list(doc) == ['/**']  # a bare node name under a namespace would be silently ignored
     values = doc['/**']['ros__parameters']
     assert list(values) == [s.name for s in P.SPECS]
     P.validate(values)
-    for s in P.SPECS:   # floats written as floats (an int for a double parameter is rejected by rclpy)
+    for (
+        s
+    ) in P.SPECS:  # floats written as floats (an int for a double parameter is rejected by rclpy)
         assert type(values[s.name]) is type(s.default), s.name
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
@@ -201,12 +221,30 @@ def test_stereo_yaml_lists_every_parameter_with_a_comment():
 
 def test_matcher_options_pass_only_what_the_backend_takes():
     base = P.defaults()
-    assert P.matcher_options({**base, 'backend': 'sgbm', 'max_disparity': 100.0}) == {'max_disparity': 100}
-    opts = P.matcher_options({**base, 'backend': 'onnxruntime', 'threads': 2, 'net_width': 640,
-                              'net_height': 480, 'resize_mode': 'stretch'})
-    assert opts == {'threads': 2, 'net_size': (480, 640), 'resize_mode': 'stretch'}   # max_disparity: sgbm's
-    assert P.matcher_options({**base, 'backend': 'tensorrt', 'precision': 'fp32',
-                              'force_engine_update': True})['precision'] == 'fp32'
+    assert P.matcher_options({**base, 'backend': 'sgbm', 'max_disparity': 100.0}) == {
+        'max_disparity': 100
+    }
+    opts = P.matcher_options(
+        {
+            **base,
+            'backend': 'onnxruntime',
+            'threads': 2,
+            'net_width': 640,
+            'net_height': 480,
+            'resize_mode': 'stretch',
+        }
+    )
+    assert opts == {
+        'threads': 2,
+        'net_size': (480, 640),
+        'resize_mode': 'stretch',
+    }  # max_disparity: sgbm's
+    assert (
+        P.matcher_options(
+            {**base, 'backend': 'tensorrt', 'precision': 'fp32', 'force_engine_update': True}
+        )['precision']
+        == 'fp32'
+    )
     with pytest.raises(P.ParamError, match='precision applies to backend tensorrt'):
         P.matcher_options({**base, 'backend': 'onnxruntime', 'precision': 'fp32'})
     with pytest.raises(P.ParamError, match='net_width and net_height together'):
@@ -214,22 +252,41 @@ def test_matcher_options_pass_only_what_the_backend_takes():
 
 
 def test_stereo_yaml_is_generated_from_the_parameter_table():
-    """config/stereo.yaml cannot drift from SPECS (regenerate: python -m ffs_ros.node.params > config/stereo.yaml)."""
+    """config/stereo.yaml cannot drift from SPECS (regenerate:
+
+    python -m ffs_ros.node.params > config/stereo.yaml).
+    """
     from pathlib import Path
+
     path = Path(__file__).resolve().parent.parent / 'config' / 'stereo.yaml'
     assert path.read_text() == P.render_yaml()
 
 
 def test_matcher_parameters_come_from_the_backend_option_table():
-    """Every backend option with a node parameter is a parameter; a parameter for another backend is refused, and
-    parameters left at their default are not passed (the backend's own default applies)."""
+    """Every backend option with a node parameter is a parameter; a parameter for another backend
+    is refused, and
+    parameters left at their default are not passed (the backend's own default applies).
+    """
     from ffs_ros.inference.options import OPTIONS
+
     names = {s.name for s in P.SPECS}
     assert {o.param for o in OPTIONS if o.param} <= names
     assert P.matcher_options({'backend': 'tensorrt'}) == {}
-    opts = P.matcher_options({'backend': 'tensorrt', 'plugin_library': '/x/libffs_gwc_plugin.so', 'cuda_graph': True,
-                              'precision': 'fp32'})
-    assert opts == {'plugin_library': '/x/libffs_gwc_plugin.so', 'cuda_graph': True, 'precision': 'fp32'}
+    opts = P.matcher_options(
+        {
+            'backend': 'tensorrt',
+            'plugin_library': '/x/libffs_gwc_plugin.so',
+            'cuda_graph': True,
+            'precision': 'fp32',
+        }
+    )
+    assert opts == {
+        'plugin_library': '/x/libffs_gwc_plugin.so',
+        'cuda_graph': True,
+        'precision': 'fp32',
+    }
     assert P.matcher_options({'backend': 'sgbm', 'max_disparity': 64.0}) == {'max_disparity': 64}
-    with pytest.raises(P.ParamError, match="plugin_library applies to backend tensorrt, not 'onnxruntime'"):
+    with pytest.raises(
+        P.ParamError, match="plugin_library applies to backend tensorrt, not 'onnxruntime'"
+    ):
         P.matcher_options({'backend': 'onnxruntime', 'plugin_library': '/x.so'})

@@ -6,7 +6,9 @@ interrupted either), fed by a camera-player subprocess over DDS. Required: exit 
 of the signal whatever the matcher is doing, nothing published once shutdown begins (the frame in
 the matcher is abandoned), no traceback, one INFO line saying that the node stops.
 """
+
 import os
+from pathlib import Path
 import queue
 import signal
 import subprocess
@@ -14,16 +16,15 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
-
-import pytest
 
 from conftest import unique_domain_id
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 NODE = textwrap.dedent('''
-    """stereo_node's main() with a matcher that blocks in match() until RELEASE exists (or 60 s)."""
+    """stereo_node's main() with a matcher that blocks in match() until RELEASE exists (or 60
+    s)."""
     import os, sys, time
     import numpy as np
     from rclpy.publisher import Publisher
@@ -55,7 +56,8 @@ NODE = textwrap.dedent('''
 ''')
 
 PLAYER = textwrap.dedent('''
-    """Publishes 64x48 stereo pairs at 20 Hz (infos first, same stamp) and subscribes to disparity."""
+    """Publishes 64x48 stereo pairs at 20 Hz (infos first, same stamp) and subscribes to
+    disparity."""
     import time
     import rclpy
     from rclpy.node import Node
@@ -73,7 +75,8 @@ PLAYER = textwrap.dedent('''
     s = plane_pair(48, 64, 8.0, seed=1)
     li, ri = make_camera_infos(64, 48, 50.0, 0.1)
     msgs = {'left/camera_info': li, 'right/camera_info': ri,
-            'left/image_rect': numpy_to_image(s.left, 'rgb8'), 'right/image_rect': numpy_to_image(s.right, 'rgb8')}
+            'left/image_rect': numpy_to_image(s.left, 'rgb8'), 'right/image_rect':
+            numpy_to_image(s.right, 'rgb8')}
     try:
         while rclpy.ok():
             t = n.get_clock().now().to_msg()
@@ -92,8 +95,14 @@ class Proc:
     """A subprocess whose merged output lines are collected by a reader thread."""
 
     def __init__(self, args, env) -> None:
-        self.p = subprocess.Popen([sys.executable, *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+        self.p = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines = []
         self._q = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -128,9 +137,12 @@ class Proc:
 def procs(tmp_path):
     started = []
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(unique_domain_id(150)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_LOG_DIR=str(tmp_path / 'ros_log'),
-               PYTHONUNBUFFERED='1')
+    env.update(
+        ROS_DOMAIN_ID=str(unique_domain_id(150)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+        ROS_LOG_DIR=str(tmp_path / 'ros_log'),
+        PYTHONUNBUFFERED='1',
+    )
     (tmp_path / 'node.py').write_text(NODE)
     (tmp_path / 'player.py').write_text(PLAYER)
 
@@ -138,6 +150,7 @@ def procs(tmp_path):
         p = Proc([str(tmp_path / name), *map(str, args)], env)
         started.append(p)
         return p
+
     yield start
     for p in started:
         p.stop()
@@ -147,11 +160,14 @@ def stop_node_mid_frame(procs, tmp_path, sig, release_after_shutdown):
     release = tmp_path / 'release'
     node = procs('node.py', release)
     player = procs('player.py')
-    assert node.wait_line('MATCHER ENTERED', 60), f'no frame reached the matcher:\n{node.output()}\n' \
-        f'player:\n{player.output()}'
+    assert node.wait_line('MATCHER ENTERED', 60), (
+        f'no frame reached the matcher:\n{node.output()}\nplayer:\n{player.output()}'
+    )
     t0 = time.monotonic()
     node.p.send_signal(sig)
-    if release_after_shutdown:   # the matcher returns while the node is stopping: its result is dropped
+    if (
+        release_after_shutdown
+    ):  # the matcher returns while the node is stopping: its result is dropped
         assert node.wait_line('stopping', 10), node.output()
         release.touch()
     try:
@@ -159,19 +175,25 @@ def stop_node_mid_frame(procs, tmp_path, sig, release_after_shutdown):
     except subprocess.TimeoutExpired:
         rc = None
     elapsed = time.monotonic() - t0
-    node.wait_line('\x00', 0.2)   # let the reader thread take the last lines
+    node.wait_line('\x00', 0.2)  # let the reader thread take the last lines
     return rc, elapsed, node.output()
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
-@pytest.mark.parametrize('release_after_shutdown', [False, True], ids=['matcher-blocked', 'matcher-returns'])
-def test_signal_while_a_pair_is_in_the_matcher_exits_cleanly(procs, tmp_path, sig, release_after_shutdown):
+@pytest.mark.parametrize(
+    'release_after_shutdown', [False, True], ids=['matcher-blocked', 'matcher-returns']
+)
+def test_signal_while_a_pair_is_in_the_matcher_exits_cleanly(
+    procs, tmp_path, sig, release_after_shutdown
+):
     rc, elapsed, out = stop_node_mid_frame(procs, tmp_path, sig, release_after_shutdown)
     assert rc == 0, f'exit code {rc}:\n{out}'
     # the requirement is 2 s; the bound leaves room for a loaded CI machine while still failing
     # any shutdown that waits for the matcher (it blocks for 60 s)
     assert elapsed < 5.0, f'took {elapsed:.1f} s:\n{out}'
-    assert 'Traceback' not in out and 'processing failed' not in out and 'terminate called' not in out, out
+    assert (
+        'Traceback' not in out and 'processing failed' not in out and 'terminate called' not in out
+    ), out
     lines = out.splitlines()
     stopping = [i for i, line in enumerate(lines) if 'stopping' in line]
     assert len(stopping) == 1 and '[INFO]' in lines[stopping[0]], out
@@ -183,7 +205,8 @@ def test_signal_while_a_pair_is_in_the_matcher_exits_cleanly(procs, tmp_path, si
 
 
 ORT_NODE = textwrap.dedent('''
-    """stereo_node's main() with the shipped default model on ONNX Runtime (announcing each frame)."""
+    """stereo_node's main() with the shipped default model on ONNX Runtime (announcing each
+    frame)."""
     import sys
     from ffs_ros.inference import load_matcher
     from ffs_ros.node.stereo_node import main
@@ -201,15 +224,21 @@ ORT_NODE = textwrap.dedent('''
 
 
 def test_sigint_while_onnxruntime_runs_a_large_frame_exits_cleanly(procs, tmp_path):
-    """The case that aborted ("terminate called without an active exception", exit -6): a
-    1600x1200 frame takes seconds in ONNX Runtime on a CPU, longer than the node waits for it."""
+    """The case that aborted ("terminate called without an active exception", exit -6):
+
+    a 1600x1200 frame takes seconds in ONNX Runtime on a CPU, longer than the node waits for it.
+    """
     pytest.importorskip('onnxruntime')
     from ffs_ros.paths import default_model_dir
+
     if not any(default_model_dir().glob('*.onnx')):
         pytest.skip('no default model installed')
     (tmp_path / 'ort_node.py').write_text(ORT_NODE)
-    (tmp_path / 'player.py').write_text(PLAYER.replace('plane_pair(48, 64', 'plane_pair(1200, 1600')
-                                        .replace('make_camera_infos(64, 48', 'make_camera_infos(1600, 1200'))
+    (tmp_path / 'player.py').write_text(
+        PLAYER.replace('plane_pair(48, 64', 'plane_pair(1200, 1600').replace(
+            'make_camera_infos(64, 48', 'make_camera_infos(1600, 1200'
+        )
+    )
     node = procs('ort_node.py')
     procs('player.py')
     assert node.wait_line('MATCHER ENTERED', 120), node.output()

@@ -2,16 +2,17 @@
 `stereo_node --ros-args --params-file config/stereo.yaml`, unique ROS_DOMAIN_ID, discovery limited
 to localhost, the shipped Fast DDS SHM profile on both sides, a best-effort 640x480 camera stream
 (the case that loses every frame without the profile). Also: bad parameters exit non-zero with a
-message naming the parameter."""
+message naming the parameter.
+"""
+
 import os
+from pathlib import Path
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
-
-import pytest
 
 from conftest import unique_domain_id
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STEREO_NODE = Path(sys.executable).with_name('stereo_node')
@@ -59,7 +60,8 @@ PLAYER = textwrap.dedent('''
             rclpy.spin_once(n, timeout_sec=0.02)
     d = got.get('disparity')
     print('sent', i, 'got', sorted(got),
-          'disparity', (d.image.width, d.image.height, round(d.f, 3), round(d.t, 4)) if d else None, flush=True)
+          'disparity', (d.image.width, d.image.height, round(d.f, 3), round(d.t, 4)) if d else
+          None, flush=True)
     ok = d is not None and 'points2' in got and (d.image.width, d.image.height) == (W, H) \\
         and abs(d.f - 400.0) < 1e-3 and abs(d.t - 0.12) < 1e-6
     n.destroy_node()
@@ -70,22 +72,37 @@ PLAYER = textwrap.dedent('''
 
 def ros_env(tmp_path, offset):
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(unique_domain_id(offset)), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / 'config' / 'fastdds_shm.xml'),
-               ROS_LOG_DIR=str(tmp_path / 'ros_log'), PYTHONUNBUFFERED='1')
+    env.update(
+        ROS_DOMAIN_ID=str(unique_domain_id(offset)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
+        FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / 'config' / 'fastdds_shm.xml'),
+        ROS_LOG_DIR=str(tmp_path / 'ros_log'),
+        PYTHONUNBUFFERED='1',
+    )
     return env
 
 
 def test_stereo_node_subprocess_with_params_file_gets_output(tmp_path):
     env = ros_env(tmp_path, offset=101)
     (tmp_path / 'player.py').write_text(PLAYER)
-    node = subprocess.Popen([str(STEREO_NODE), '--ros-args', '--params-file', str(REPO / 'config' / 'stereo.yaml')],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = subprocess.Popen(
+        [str(STEREO_NODE), '--ros-args', '--params-file', str(REPO / 'config' / 'stereo.yaml')],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        player = subprocess.run([sys.executable, str(tmp_path / 'player.py'), '60'], env=env, cwd=REPO,
-                                capture_output=True, text=True, timeout=120)
+        player = subprocess.run(
+            [sys.executable, str(tmp_path / 'player.py'), '60'],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
-        node.terminate()   # SIGTERM: rclpy's handler shuts the node down cleanly
+        node.terminate()  # SIGTERM: rclpy's handler shuts the node down cleanly
         try:
             node_out, _ = node.communicate(timeout=20)
         except subprocess.TimeoutExpired:
@@ -96,19 +113,35 @@ def test_stereo_node_subprocess_with_params_file_gets_output(tmp_path):
     assert node.returncode in (0, -15), node_out
 
 
-@pytest.mark.parametrize('args, words', [
-    (['-p', 'backend:=magic'], ['backend', 'sgbm']),
-    (['-p', 'min_depth:=5.0', '-p', 'max_depth:=1.0'], ['min_depth', 'max_depth']),
-    (['-p', 'max_depth:=10'], ['max_depth', '10.0']),
-    (['-p', 'depth_encoding:=mono8'], ['depth_encoding', '16UC1']),
-    (['-p', 'backend:=onnxruntime', '-p', 'model:=/nonexistent/model.onnx'],
-     ['onnxruntime', '/nonexistent/model.onnx']),
-    (['-p', 'backend:=onnxruntime', '-p', 'precision:=fp32'], ['precision', 'tensorrt']),
-])
+@pytest.mark.parametrize(
+    'args, words',
+    [
+        (['-p', 'backend:=magic'], ['backend', 'sgbm']),
+        (['-p', 'min_depth:=5.0', '-p', 'max_depth:=1.0'], ['min_depth', 'max_depth']),
+        (['-p', 'max_depth:=10'], ['max_depth', '10.0']),
+        (['-p', 'depth_encoding:=mono8'], ['depth_encoding', '16UC1']),
+        (
+            ['-p', 'backend:=onnxruntime', '-p', 'model:=/nonexistent/model.onnx'],
+            ['onnxruntime', '/nonexistent/model.onnx'],
+        ),
+        (['-p', 'backend:=onnxruntime', '-p', 'precision:=fp32'], ['precision', 'tensorrt']),
+    ],
+)
 def test_bad_parameters_exit_nonzero_with_a_clear_message(tmp_path, args, words):
     env = ros_env(tmp_path, offset=102)
-    r = subprocess.run([str(STEREO_NODE), '--ros-args', '--params-file', str(REPO / 'config' / 'stereo.yaml'),
-                        *args], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            str(STEREO_NODE),
+            '--ros-args',
+            '--params-file',
+            str(REPO / 'config' / 'stereo.yaml'),
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2, r.stdout + r.stderr
     assert 'Traceback' not in r.stderr
     for w in words:

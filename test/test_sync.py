@@ -1,4 +1,5 @@
 """StereoSynchronizer: exact and approximate pairing, tolerance, bounded queues, failure counts."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -8,8 +9,12 @@ from ffs_ros.node.sync import LEFT, RIGHT, StereoSynchronizer, stamp_ns
 
 def msg(t_ns, tag=''):
     """A minimal message with header.stamp (sec, nanosec) like sensor_msgs/Image."""
-    return SimpleNamespace(tag=tag, header=SimpleNamespace(
-        stamp=SimpleNamespace(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)))
+    return SimpleNamespace(
+        tag=tag,
+        header=SimpleNamespace(
+            stamp=SimpleNamespace(sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
+        ),
+    )
 
 
 MS = 1_000_000
@@ -48,7 +53,7 @@ def test_approximate_pairs_within_tolerance_and_picks_closest():
     sync, pairs = collect(approximate=True, tolerance=0.005)
     sync.add_right(msg(96 * MS))
     sync.add_right(msg(103 * MS))
-    sync.add_left(msg(100 * MS))   # 96 is 4 ms away, 103 is 3 ms away -> 103
+    sync.add_left(msg(100 * MS))  # 96 is 4 ms away, 103 is 3 ms away -> 103
     assert pairs == [(100 * MS, 103 * MS)]
     # the older right image can no longer form a newer pair: discarded and counted
     assert sync.queued(RIGHT) == 0 and sync.unmatched[RIGHT] == 1
@@ -57,7 +62,7 @@ def test_approximate_pairs_within_tolerance_and_picks_closest():
 def test_approximate_tolerance_is_a_hard_limit():
     sync, pairs = collect(approximate=True, tolerance=0.005)
     sync.add_left(msg(100 * MS))
-    sync.add_right(msg(106 * MS))   # 6 ms > 5 ms
+    sync.add_right(msg(106 * MS))  # 6 ms > 5 ms
     assert pairs == []
     sync.add_left(msg(105 * MS + 500_000))  # 0.5 ms from the waiting right
     assert pairs == [(105 * MS + 500_000, 106 * MS)]
@@ -111,8 +116,10 @@ def test_bad_arguments_raise():
 
 class _FakeMessageFilters:
     """Stand-in for ROS 2 message_filters (not installable here) with its documented Python API:
+
     SimpleFilter.registerCallback/signalMessage; TimeSynchronizer(fs, queue_size) pairing equal
-    stamps from bounded per-input queues kept in `queues` under `lock`."""
+    stamps from bounded per-input queues kept in `queues` under `lock`.
+    """
 
     class SimpleFilter:
         def __init__(self):
@@ -129,6 +136,7 @@ class _FakeMessageFilters:
         def __init__(self, fs, queue_size):
             super().__init__()
             import threading
+
             self.lock = threading.Lock()
             self.queue_size = queue_size
             self.queues = [{} for _ in fs]
@@ -156,7 +164,9 @@ class _FakeMessageFilters:
 
 def test_make_synchronizer_uses_message_filters_when_importable(monkeypatch):
     import sys
+
     from ffs_ros.node.sync import MessageFiltersSynchronizer, make_synchronizer
+
     fake = _FakeMessageFilters()
     fake.ApproximateTimeSynchronizer = object  # present, like the real module
     monkeypatch.setitem(sys.modules, 'message_filters', fake)
@@ -167,26 +177,32 @@ def test_make_synchronizer_uses_message_filters_when_importable(monkeypatch):
     sync.add(RIGHT, msg(11 * MS, 'r11'))
     sync.add(RIGHT, msg(10 * MS, 'r10'))
     assert pairs == [('l10', 'r10')]
-    assert sync.sync_failures == 0 and sync.queued(RIGHT) == 1   # r11 is still waiting, not a failure
+    assert (
+        sync.sync_failures == 0 and sync.queued(RIGHT) == 1
+    )  # r11 is still waiting, not a failure
     sync.clear()
-    assert sync.sync_failures == 1                               # r11 was discarded by clear()
-    sync.add(LEFT, msg(11 * MS, 'l11'))     # r11 was forgotten by clear(): no pair
+    assert sync.sync_failures == 1  # r11 was discarded by clear()
+    sync.add(LEFT, msg(11 * MS, 'l11'))  # r11 was forgotten by clear(): no pair
     assert pairs == [('l10', 'r10')]
 
 
 def test_make_synchronizer_falls_back_without_message_filters(monkeypatch):
     import sys
+
     from ffs_ros.node.sync import make_synchronizer
-    monkeypatch.setitem(sys.modules, 'message_filters', None)   # import raises ImportError
+
+    monkeypatch.setitem(sys.modules, 'message_filters', None)  # import raises ImportError
     assert isinstance(make_synchronizer(lambda l, r: None), StereoSynchronizer)
 
 
 def test_clear_one_side_keeps_the_other_sides_new_timeline():
-    # time jumped back: the left 4.0 image was seen, then the left 4.1 image arrived before the late right
-    # 4.0 image (topics are not ordered among themselves); clearing the right side must keep left 4.1
+    # time jumped back: the left 4.0 image was seen, then the left 4.1 image arrived before the
+    # late right
+    # 4.0 image (topics are not ordered among themselves); clearing the right side must keep left
+    # 4.1
     sync, pairs = collect()
     sync.add_left(msg(4100 * MS))
-    sync.add_right(msg(9000 * MS))     # an old-timeline image still waiting on the right
+    sync.add_right(msg(9000 * MS))  # an old-timeline image still waiting on the right
     sync.clear(RIGHT)
     sync.add_right(msg(4100 * MS))
     assert pairs == [(4100 * MS, 4100 * MS)]

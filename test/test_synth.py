@@ -1,4 +1,8 @@
-"""The scene generator's ground truth is exact: warping the right view by the disparity gives the left view."""
+"""The scene generator's ground truth is exact:
+
+warping the right view by the disparity gives the left view.
+"""
+
 import cv2
 import numpy as np
 import pytest
@@ -7,25 +11,39 @@ from ffs_ros.synth import StereoSample, plane_pair, render_scene
 
 
 def _warp_error(sample, disparity):
-    """|left - right warped by `disparity`| on non-occluded pixels that are not on a depth edge (bilinear
-    sampling there mixes two surfaces: a property of the check, not of the ground truth)."""
+    """|left - right warped by `disparity`| on non-occluded pixels that are not on a depth edge
+    (bilinear
+    sampling there mixes two surfaces: a property of the check, not of the ground truth).
+    """
     h, w = disparity.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    warped = cv2.remap(sample.right.astype(np.float32), xs - disparity.astype(np.float32), ys,
-                       cv2.INTER_LINEAR)
+    warped = cv2.remap(
+        sample.right.astype(np.float32), xs - disparity.astype(np.float32), ys, cv2.INTER_LINEAR
+    )
     gt = sample.disparity
     jump = np.zeros((h, w), np.uint8)
     jump[:, 1:] |= np.abs(np.diff(gt, axis=1)) > 0.5
-    jump[:, :-1] |= np.abs(np.diff(gt, axis=1)) > 0.5
+    jump[:,:-1] |= np.abs(np.diff(gt, axis=1)) > 0.5
     jump[1:] |= np.abs(np.diff(gt, axis=0)) > 0.5
     edge = cv2.dilate(jump, np.ones((5, 5), np.uint8)) > 0
     return np.abs(warped - sample.left.astype(np.float32)).max(axis=2)[~sample.occluded & ~edge]
 
 
-@pytest.mark.parametrize('seed,opts', [(0, {}), (1, {}), (2, {}), (3, {}), (4, {}),
-                                       (5, {'lattice_prob': 0.6, 'hole_prob': 0.5, 'thin_prob': 0.4})])
+@pytest.mark.parametrize(
+    'seed,opts',
+    [
+        (0, {}),
+        (1, {}),
+        (2, {}),
+        (3, {}),
+        (4, {}),
+        (5, {'lattice_prob': 0.6, 'hole_prob': 0.5, 'thin_prob': 0.4}),
+    ],
+)
 def test_right_warped_by_ground_truth_reproduces_left(seed, opts):
-    s = render_scene(np.random.default_rng(seed), 96, 160, max_disparity=40.0, photometric=False, **opts)
+    s = render_scene(
+        np.random.default_rng(seed), 96, 160, max_disparity=40.0, photometric=False, **opts
+    )
     err = _warp_error(s, s.disparity)
     # bilinear resampling of textures twice + object borders: small, but not zero
     assert np.median(err) < 3.0
@@ -43,8 +61,8 @@ def test_scene_fields_and_ranges():
     assert s.occluded.dtype == bool
     assert np.isfinite(s.disparity).all()
     assert s.disparity.min() >= 0.0 and s.disparity.max() <= 32.0 + 1e-3
-    xs = np.arange(96)[None, :]
-    assert s.occluded[xs - s.disparity < 0].all()     # off the right image's left edge
+    xs = np.arange(96)[None,:]
+    assert s.occluded[xs - s.disparity < 0].all()  # off the right image's left edge
 
 
 def test_scene_is_reproducible_from_seed():
@@ -57,8 +75,8 @@ def test_plane_pair_constant_disparity():
     # plane at 2 m, fx 400 px, baseline 0.12 m -> 24 px
     s = plane_pair(64, 128, 400 * 0.12 / 2.0)
     assert np.all(s.disparity == np.float32(24.0))
-    assert s.occluded[:, :24].all() and not s.occluded[:, 24:].any()
-    assert np.array_equal(s.left[:, 24:], s.right[:, :-24])
+    assert s.occluded[:,:24].all() and not s.occluded[:, 24:].any()
+    assert np.array_equal(s.left[:, 24:], s.right[:,:-24])
 
 
 def test_bad_arguments_are_named():

@@ -1,19 +1,39 @@
-"""`ffs-ros train` mechanics on a tiny model: checkpoints are written, --resume continues where it stopped,
---init warm-starts a new run from weights and refuses weights of another architecture."""
+"""`ffs-ros train` mechanics on a tiny model:
+
+checkpoints are written, --resume continues where it stopped, --init warm-starts a new run from
+weights and refuses weights of another architecture.
+"""
+
 import json
 
 import pytest
+from test_model import TINY
 import torch
 
 from ffs_ros.model.train import train
-from test_model import TINY
 
 
 def _cfg(cache, steps):
-    return {'model': dict(TINY),
-            'data': {'cache': str(cache), 'n': 3, 'height': 64, 'width': 96, 'max_disparity': 24.0, 'seed': 5},
-            'train': {'steps': steps, 'batch': 1, 'crop': [64, 96], 'ckpt_every': 1, 'keep_every': 0,
-                      'log_every': 1, 'threads': 1}}
+    return {
+        'model': dict(TINY),
+        'data': {
+            'cache': str(cache),
+            'n': 3,
+            'height': 64,
+            'width': 96,
+            'max_disparity': 24.0,
+            'seed': 5,
+        },
+        'train': {
+            'steps': steps,
+            'batch': 1,
+            'crop': [64, 96],
+            'ckpt_every': 1,
+            'keep_every': 0,
+            'log_every': 1,
+            'threads': 1,
+        },
+    }
 
 
 def test_checkpoint_resume_and_init(tmp_path):
@@ -27,7 +47,7 @@ def test_checkpoint_resume_and_init(tmp_path):
 
     train(_cfg(cache, 3), run, resume=True, log=quiet)
     steps = [json.loads(line)['step'] for line in (run / 'log.jsonl').read_text().splitlines()]
-    assert steps == [1, 2, 3]       # continued at step 3, did not start over
+    assert steps == [1, 2, 3]  # continued at step 3, did not start over
     assert torch.load(run / 'final.pt', map_location='cpu', weights_only=False)['step'] == 3
 
     msgs = []
@@ -47,10 +67,16 @@ def test_checkpoint_resume_and_init(tmp_path):
 
 
 def test_occluded_pixels_get_their_loss_weight(tmp_path):
-    """occluded_weight: occluded pixels inside the disparity range are trained with that weight (their rendered
-    disparity is exact), non-occluded with 1, out-of-range with 0; `valid` (for metrics) stays non-occluded."""
+    """occluded_weight:
+
+    occluded pixels inside the disparity range are trained with that weight (their rendered
+    disparity is exact), non-occluded with 1, out-of-range with 0; `valid` (for metrics) stays
+    non-occluded.
+    """
     import numpy as np
+
     from ffs_ros.model.data import CropDataset, generate_cache
+
     generate_cache(tmp_path / 'c', n=2, height=64, width=96, max_disparity=24.0, seed=5)
     for w in (0.0, 0.5):
         ds = CropDataset(tmp_path / 'c', crop=(64, 96), max_disp=20, vflip=0.0, occluded_weight=w)
@@ -64,8 +90,12 @@ def test_occluded_pixels_get_their_loss_weight(tmp_path):
 
 
 def test_finetune_of_named_modules_from_a_checkpoint_without_the_guide(tmp_path):
-    """Stage 3: --init from a checkpoint without the guide term (its new parameters start with a negligible effect)
-    and train.trainable [upsampler]: everything else, BatchNorm statistics included, stays as it was."""
+    """Stage 3:
+
+    --init from a checkpoint without the guide term (its new parameters start with a negligible
+    effect) and train.trainable [upsampler]: everything else, BatchNorm statistics included, stays
+    as it was.
+    """
     cache, quiet = tmp_path / 'cache', (lambda m: None)
     base = _cfg(cache, 1)
     base['model']['guide_ch'] = 0
@@ -77,12 +107,18 @@ def test_finetune_of_named_modules_from_a_checkpoint_without_the_guide(tmp_path)
     train(cfg, tmp_path / 'b', log=msgs.append, init=tmp_path / 'a' / 'final.pt')
     assert any('new parameters with negligible initial effect' in m for m in msgs)
     assert any('training only upsampler' in m for m in msgs)
-    before = torch.load(tmp_path / 'a' / 'final.pt', map_location='cpu', weights_only=False)['state_dict']
-    after = torch.load(tmp_path / 'b' / 'final.pt', map_location='cpu', weights_only=False)['state_dict']
+    before = torch.load(tmp_path / 'a' / 'final.pt', map_location='cpu', weights_only=False)[
+        'state_dict'
+    ]
+    after = torch.load(tmp_path / 'b' / 'final.pt', map_location='cpu', weights_only=False)[
+        'state_dict'
+    ]
     for k, v in before.items():
         if not k.startswith('upsampler.'):
             assert torch.equal(after[k], v), k
-    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith('upsampler.head'))
+    assert any(
+        not torch.equal(after[k], before[k]) for k in before if k.startswith('upsampler.head')
+    )
     assert after['upsampler.guide_scale'] != 1.0  # trained from its initial 1
 
     wrong = _cfg(cache, 1)
@@ -97,10 +133,13 @@ RECIPES = ['train.yaml', 'train_stage2.yaml', 'train_stage3.yaml']
 
 @pytest.mark.parametrize('stage', range(len(RECIPES)))
 def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
-    """The commands in models/README.md must run: every key is known, scene options exist in the generator,
-    the last stage builds the architecture of the shipped checkpoint, and each earlier stage one that --init
-    can start the next from (equal up to the inference-time valid_iters, or missing only the next stage's guide
-    term)."""
+    """The commands in models/README.md must run:
+
+    every key is known, scene options exist in the generator, the last stage builds the
+    architecture of the shipped checkpoint, and each earlier stage one that --init can start the
+    next from (equal up to the inference-time valid_iters, or missing only the next stage's guide
+    term).
+    """
     import inspect
     from pathlib import Path
 
@@ -110,6 +149,7 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
     from ffs_ros.model.net import DEFAULT_CONFIG
     from ffs_ros.model.train import DEFAULT_DATA, DEFAULT_TRAIN, merge
     from ffs_ros.synth import render_scene
+
     root = Path(__file__).resolve().parent.parent
 
     def model_of(recipe):
@@ -124,10 +164,15 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
 
     model = model_of(RECIPES[stage])
     if stage == len(RECIPES) - 1:
-        shipped = torch.load(root / 'models' / 'ffs_small.pt', map_location='cpu', weights_only=False)['config']
+        shipped = torch.load(
+            root / 'models' / 'ffs_small.pt', map_location='cpu', weights_only=False
+        )['config']
         assert model == checkpoint_config(shipped)
     else:
         nxt = model_of(RECIPES[stage + 1])
-        weights = lambda c: {k: v for k, v in c.items() if k not in ('guide_ch', 'valid_iters')}  # noqa: E731
-        assert weights(model) == weights(nxt)   # valid_iters: an inference setting, not part of the weights
+        # noqa: E731
+        weights = lambda c: {k: v for k, v in c.items() if k not in ('guide_ch', 'valid_iters')}
+        assert weights(model) == weights(
+            nxt
+        )  # valid_iters: an inference setting, not part of the weights
         assert model['guide_ch'] in (0, nxt['guide_ch'])

@@ -1,18 +1,28 @@
-"""A stand-in for the `tensorrt` Python module, as strict as the real bindings on what bit us (no GPU needed).
+"""A stand-in for the `tensorrt` Python module, as strict as the real bindings on what bit us (no
+GPU needed).
 
-Modelled on the TensorRT 10.3 and 11.x bindings (python/src/infer/pyCore.cpp, pyPlugin.cpp, parsers/pyOnnx.cpp;
+Modelled on the TensorRT 10.3 and 11.x bindings (python/src/infer/pyCore.cpp, pyPlugin.cpp,
+parsers/pyOnnx.cpp;
 ../shared/docs/tensorrt-python-facts.md):
-* version modes: '10.3.0' (BuilderFlag.FP16, EXPLICIT_BATCH exist) and '11.1.0' (both gone: AttributeError);
-* calls that fail by return value do so here too: ``parse_from_file``/``set_input_shape``/``set_tensor_address``/
+* version modes: '10.3.0' (BuilderFlag.FP16, EXPLICIT_BATCH exist) and '11.1.0' (both gone:
+AttributeError);
+* calls that fail by return value do so here too:
+``parse_from_file``/``set_input_shape``/``set_tensor_address``/
   ``execute_async_v3`` -> False, ``build_serialized_network``/``deserialize_cuda_engine``/
   ``create_execution_context`` -> None;
-* it records every logger instance handed to it, and whether ``init_libnvinfer_plugins`` ran before any parse or
-  deserialise (an engine "with plugin layers" -- here: every engine -- does not deserialise before it);
+* it records every logger instance handed to it, and whether ``init_libnvinfer_plugins`` ran
+before any parse or
+  deserialise (an engine "with plugin layers" -- here: every engine -- does not deserialise before
+  it);
 * engines are bound to a TensorRT version: a plan from another version does not deserialise;
-* enqueueing on stream 0 is refused (the real one adds device-wide syncs and warns), every engine call records which
-  ffs_ros device scope was active, and USER_MANAGED contexts must get device memory before they run;
-* engines really compute: their ONNX runs with ONNX Runtime on the bound CPU tensors (read from the raw addresses).
+* enqueueing on stream 0 is refused (the real one adds device-wide syncs and warns), every engine
+call records which
+  ffs_ros device scope was active, and USER_MANAGED contexts must get device memory before they
+  run;
+* engines really compute: their ONNX runs with ONNX Runtime on the bound CPU tensors (read from
+the raw addresses).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,16 +48,33 @@ class _Enum:
 
 
 def make_trt(version: str = '10.3.0', executor=None, **behaviour):
-    """A fresh stand-in module. `behaviour`: fail_build, fail_context, non_linear (tensor name), reject_address.
+    """A fresh stand-in module.
 
-    `executor(context, stream_handle) -> bool` replaces how an engine computes (default: its ONNX through ONNX
-    Runtime on the CPU buffers at the bound addresses); tools/gpu_check.py runs torch modules on CUDA with it."""
+    `behaviour`: fail_build, fail_context, non_linear (tensor name), reject_address.
+
+    `executor(context, stream_handle) -> bool` replaces how an engine computes (default: its ONNX
+    through ONNX
+    Runtime on the CPU buffers at the bound addresses); tools/gpu_check.py runs torch modules on
+    CUDA with it.
+    """
     major = int(version.split('.')[0])
     trt = types.ModuleType('tensorrt')
     trt.__version__ = version
-    rec = {'loggers': [], 'plugins_ready': False, 'plugin_init_calls': 0, 'parsed': [], 'builds': [],
-           'executions': [], 'scopes': [], 'device_memory': [], 'contexts': [], 'flags': [], 'network_flags': [],
-           'creators': set(), 'timing_caches_set': 0}
+    rec = {
+        'loggers': [],
+        'plugins_ready': False,
+        'plugin_init_calls': 0,
+        'parsed': [],
+        'builds': [],
+        'executions': [],
+        'scopes': [],
+        'device_memory': [],
+        'contexts': [],
+        'flags': [],
+        'network_flags': [],
+        'creators': set(),
+        'timing_caches_set': 0,
+    }
     trt.rec = rec
     trt.behaviour = behaviour
 
@@ -74,24 +101,32 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
         return True
 
     trt.init_libnvinfer_plugins = init_libnvinfer_plugins
-    registry = types.SimpleNamespace(get_creator=lambda name, version, ns='': (name, version, ns)
-                                     if (name, version, ns) in rec['creators'] else None)
+    registry = types.SimpleNamespace(
+        get_creator=lambda name, version, ns='': (
+            (name, version, ns) if (name, version, ns) in rec['creators'] else None
+        )
+    )
     trt.get_plugin_registry = lambda: registry
 
     def note_scope(what):
         rec['scopes'].append((what, active_device()))
 
     if major >= 11:
-        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0, PREFER_JIT_PYTHON_PLUGINS=1)
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(
+            STRONGLY_TYPED=0, PREFER_JIT_PYTHON_PLUGINS=1
+        )
         trt.BuilderFlag = types.SimpleNamespace(TF32=6, VERSION_COMPATIBLE=12)
     else:
-        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(
+            EXPLICIT_BATCH=0, STRONGLY_TYPED=1
+        )
         trt.BuilderFlag = types.SimpleNamespace(FP16=0, TF32=6, VERSION_COMPATIBLE=13)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=_Enum('WORKSPACE'))
     trt.TensorIOMode = types.SimpleNamespace(INPUT=_Enum('INPUT'), OUTPUT=_Enum('OUTPUT'))
     trt.TensorFormat = types.SimpleNamespace(LINEAR=_Enum('LINEAR'), CHW32=_Enum('CHW32'))
-    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(STATIC=_Enum('STATIC'),
-                                                                   USER_MANAGED=_Enum('USER_MANAGED'))
+    trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(
+        STATIC=_Enum('STATIC'), USER_MANAGED=_Enum('USER_MANAGED')
+    )
     trt.DataType = types.SimpleNamespace(**{k: _Enum(k) for k in NP_BY_TRT})
 
     class Network:
@@ -119,14 +154,21 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
                 raise AssertionError('stand-in: parse before init_libnvinfer_plugins')
             g = read_graph(path)
             if PLUGIN_OP in g.op_types and (PLUGIN_OP, '1', '') not in rec['creators']:
-                self.errors.append(f'In node 0 (importFallbackPluginImporter): UNSUPPORTED_NODE: Assertion failed: '
-                                   f'creator && "Plugin not found, are the plugin name, version, and namespace '
-                                   f'correct?" ({PLUGIN_OP})')
+                self.errors.append(
+                    'In node 0 (importFallbackPluginImporter): UNSUPPORTED_NODE: Assertion '
+                    'failed: '
+                    f'creator && "Plugin not found, are the plugin name, version, and namespace '
+                    f'correct?" ({PLUGIN_OP})'
+                )
                 return False
             rec['parsed'].append(str(path))
             self.network.path = str(path)
-            self.network.inputs = [types.SimpleNamespace(name=t.name, shape=tuple(
-                d if isinstance(d, int) else -1 for d in t.shape)) for t in g.inputs]
+            self.network.inputs = [
+                types.SimpleNamespace(
+                    name=t.name, shape=tuple(d if isinstance(d, int) else -1 for d in t.shape)
+                )
+                for t in g.inputs
+            ]
             return True
 
     class TimingCache:
@@ -185,12 +227,21 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
 
         def build_serialized_network(self, network, config):
             note_scope('build')
-            rec['builds'].append({'path': network.path, 'flags': list(config.flags), 'pool': dict(config.pool),
-                                  'opt_level': config.builder_optimization_level,
-                                  'profiles': [p.shapes for p in config.profiles], 'network_flags': network.flags})
+            rec['builds'].append(
+                {
+                    'path': network.path,
+                    'flags': list(config.flags),
+                    'pool': dict(config.pool),
+                    'opt_level': config.builder_optimization_level,
+                    'profiles': [p.shapes for p in config.profiles],
+                    'network_flags': network.flags,
+                }
+            )
             if behaviour.get('fail_build'):
                 return None
-            return memoryview(b'ENGINE' + json.dumps({'onnx': network.path, 'version': trt.__version__}).encode())
+            return memoryview(
+                b'ENGINE' + json.dumps({'onnx': network.path, 'version': trt.__version__}).encode()
+            )
 
     class Context:
         def __init__(self, engine, strategy):
@@ -209,14 +260,23 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
             return True
 
         def infer_shapes(self):
-            return [t.name for t in self.engine.graph.inputs if not t.fixed and t.name not in self.shapes]
+            return [
+                t.name
+                for t in self.engine.graph.inputs
+                if not t.fixed and t.name not in self.shapes
+            ]
 
         def get_tensor_shape(self, name):
             key = tuple(sorted(self.shapes.items()))
-            if self._out_key != key:       # run the graph once on zeros to learn every output shape
-                feeds = {t.name: np.zeros(self.shapes.get(t.name, t.shape), t.dtype) for t in self.engine.graph.inputs}
+            if self._out_key != key:  # run the graph once on zeros to learn every output shape
+                feeds = {
+                    t.name: np.zeros(self.shapes.get(t.name, t.shape), t.dtype)
+                    for t in self.engine.graph.inputs
+                }
                 names = [t.name for t in self.engine.graph.outputs]
-                self._out = {n: v.shape for n, v in zip(names, self.engine.session.run(names, feeds))}
+                self._out = {
+                    n: v.shape for n, v in zip(names, self.engine.session.run(names, feeds))
+                }
                 self._out_key = key
             return self._out[name]
 
@@ -225,7 +285,7 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
             return self._out[name]
 
         def update_device_memory_size_for_shapes(self):
-            return (1 + len(self.engine.graph.inputs)) << 18      # engines differ in their needs
+            return (1 + len(self.engine.graph.inputs)) << 18  # engines differ in their needs
 
         def set_device_memory(self, ptr, size):
             rec['device_memory'].append((self.engine.role, int(ptr), int(size)))
@@ -241,13 +301,19 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
             note_scope('execute')
             rec['executions'].append((self.engine.role, stream_handle))
             if stream_handle == 0:
-                return False       # stand-in: the default stream is refused
-            if self.strategy is trt.ExecutionContextAllocationStrategy.USER_MANAGED and self.memory is None:
+                return False  # stand-in: the default stream is refused
+            if (
+                self.strategy is trt.ExecutionContextAllocationStrategy.USER_MANAGED
+                and self.memory is None
+            ):
                 return False
             if executor is not None:
                 return executor(self, stream_handle)
             g = self.engine.graph
-            feeds = {t.name: _read(self.addr[t.name], self.shapes.get(t.name, t.shape), t.dtype) for t in g.inputs}
+            feeds = {
+                t.name: _read(self.addr[t.name], self.shapes.get(t.name, t.shape), t.dtype)
+                for t in g.inputs
+            }
             names = [t.name for t in g.outputs]
             for n, v in zip(names, self.engine.session.run(names, feeds)):
                 _read(self.addr[n], v.shape, v.dtype)[...] = v
@@ -267,7 +333,11 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
             return self.io[i].name
 
         def get_tensor_mode(self, name):
-            return trt.TensorIOMode.INPUT if self.graph.input(name) is not None else trt.TensorIOMode.OUTPUT
+            return (
+                trt.TensorIOMode.INPUT
+                if self.graph.input(name) is not None
+                else trt.TensorIOMode.OUTPUT
+            )
 
         def _spec(self, name):
             return self.graph.input(name) or self.graph.output(name)
@@ -279,11 +349,18 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
             return tuple(d if isinstance(d, int) else -1 for d in self._spec(name).shape)
 
         def get_tensor_format(self, name):
-            return trt.TensorFormat.CHW32 if behaviour.get('non_linear') == name else trt.TensorFormat.LINEAR
+            return (
+                trt.TensorFormat.CHW32
+                if behaviour.get('non_linear') == name
+                else trt.TensorFormat.LINEAR
+            )
 
         def get_tensor_format_desc(self, name):
-            return 'Thirty-two wide channel vectorized row major FP16 format' \
-                if behaviour.get('non_linear') == name else 'Row major linear FP32 format'
+            return (
+                'Thirty-two wide channel vectorized row major FP16 format'
+                if behaviour.get('non_linear') == name
+                else 'Row major linear FP32 format'
+            )
 
         def create_execution_context(self, strategy=trt.ExecutionContextAllocationStrategy.STATIC):
             note_scope('context')
@@ -302,7 +379,9 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
                 return None
             meta = json.loads(data[len(b'ENGINE'):])
             if meta['version'] != trt.__version__:
-                return None     # "The engine plan file is not compatible with this version of TensorRT"
+                return (
+                    None  # "The engine plan file is not compatible with this version of TensorRT"
+                )
             return Engine(meta['onnx'])
 
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
@@ -318,10 +397,14 @@ def _read(ptr: int, shape, dtype) -> np.ndarray:
 
 
 def engine_bytes(onnx_path, version: str) -> bytes:
-    """What the stand-in's builder writes for `onnx_path` under TensorRT `version` (e.g. a prebuilt engine)."""
+    """What the stand-in's builder writes for `onnx_path` under TensorRT `version` (e.g.
+
+    a prebuilt engine).
+    """
     return b'ENGINE' + json.dumps({'onnx': str(onnx_path), 'version': version}).encode()
 
 
 class FakeStream:
     """A non-default CUDA stream stand-in (only its handle is used on a CPU)."""
+
     cuda_stream = 0x5EED

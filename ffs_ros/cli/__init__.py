@@ -1,6 +1,10 @@
-"""`ffs-ros` command-line tools. Each subcommand lives in its own module with
-`add_arguments(parser)` and `run(args) -> int`; they are imported lazily so that
-`ffs-ros --help` stays fast and a tool's heavy imports (torch, rclpy) load only when used."""
+"""`ffs-ros` command-line tools.
+
+Each subcommand lives in its own module with `add_arguments(parser)` and `run(args) -> int`; they
+are imported lazily so that `ffs-ros --help` stays fast and a tool's heavy imports (torch, rclpy)
+load only when used.
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -9,11 +13,17 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    'demo': ('ffs_ros.cli.demo', 'play a generated stereo sequence through stereo_node and report'),
+    'demo': (
+        'ffs_ros.cli.demo',
+        'play a generated stereo sequence through stereo_node and report',
+    ),
     'bench': ('ffs_ros.cli.bench', 'per-stage timings of the processing path (no DDS)'),
     'infer': ('ffs_ros.cli.infer', 'disparity/depth/cloud for one stereo pair from image files'),
     'build-engine': ('ffs_ros.cli.build_engine', 'build a TensorRT engine from a model'),
-    'bag': ('ffs_ros.cli.bag', 'process a recorded rosbag2 (sqlite3 or MCAP) offline, every pair, into a new bag'),
+    'bag': (
+        'ffs_ros.cli.bag',
+        'process a recorded rosbag2 (sqlite3 or MCAP) offline, every pair, into a new bag',
+    ),
     'export': ('ffs_ros.cli.export', 'export a trained checkpoint to the two-stage ONNX contract'),
     'train': ('ffs_ros.cli.train', 'train our own FFS-family model on generated scenes'),
     'eval': ('ffs_ros.cli.eval', 'accuracy (EPE, bad-1/2, D1) against ground truth, beside SGBM'),

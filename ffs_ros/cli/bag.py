@@ -1,32 +1,42 @@
 """`ffs-ros bag`: process a recorded rosbag2 (sqlite3 or MCAP) offline, every pair, into a new bag.
 
-Reads the stereo topics, pairs left/right images by stamp as the node does (exact, or within --approximate
-seconds), gives each pair the camera_info of its stamp (or the latest one before it: drivers often publish the info
-just after the image), runs the node's own ``StereoPipeline`` on **every** pair (no drops: deterministic), and
-writes the outputs under the node's topic names (/disparity, /depth/image_rect, /depth/camera_info, /points2,
-/disparity/color) with the left image's log time, plus the input topics unless --no-inputs. The output plays with
-`ros2 bag play` and opens in Foxglove. sensor_msgs/CompressedImage inputs (jpeg/png) are decoded. Bad pairs are
+Reads the stereo topics, pairs left/right images by stamp as the node does (exact, or within
+--approximate
+seconds), gives each pair the camera_info of its stamp (or the latest one before it: drivers often
+publish the info
+just after the image), runs the node's own ``StereoPipeline`` on **every** pair (no drops:
+deterministic), and
+writes the outputs under the node's topic names (/disparity, /depth/image_rect,
+/depth/camera_info, /points2,
+/disparity/color) with the left image's log time, plus the input topics unless --no-inputs. The
+output plays with
+`ros2 bag play` and opens in Foxglove. sensor_msgs/CompressedImage inputs (jpeg/png) are decoded.
+Bad pairs are
 counted and reported with their reason, never fatal.
 
-rosbags (pure Python, PyPI) reads and writes the bags; rclpy's own CDR (de)serialisation turns records into the
+rosbags (pure Python, PyPI) reads and writes the bags; rclpy's own CDR (de)serialisation turns
+records into the
 message objects the pipeline takes, so no message conversion is hand-written here.
 """
+
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-OUTPUT_TOPICS = {'disparity': ('/disparity', 'stereo_msgs/msg/DisparityImage'),
-                 'depth': ('/depth/image_rect', 'sensor_msgs/msg/Image'),
-                 'depth_info': ('/depth/camera_info', 'sensor_msgs/msg/CameraInfo'),
-                 'cloud': ('/points2', 'sensor_msgs/msg/PointCloud2'),
-                 'color': ('/disparity/color', 'sensor_msgs/msg/Image')}
+OUTPUT_TOPICS = {
+    'disparity': ('/disparity', 'stereo_msgs/msg/DisparityImage'),
+    'depth': ('/depth/image_rect', 'sensor_msgs/msg/Image'),
+    'depth_info': ('/depth/camera_info', 'sensor_msgs/msg/CameraInfo'),
+    'cloud': ('/points2', 'sensor_msgs/msg/PointCloud2'),
+    'color': ('/disparity/color', 'sensor_msgs/msg/Image'),
+}
 OUTPUT_NAMES = ('disparity', 'depth', 'cloud', 'color')
-INFO_WAIT_NS = 500_000_000      # how long (bag time) a pair waits for the camera_info of its own stamp
+INFO_WAIT_NS = 500_000_000  # how long (bag time) a pair waits for the camera_info of its own stamp
 
 
 class BagError(ValueError):
@@ -40,19 +50,51 @@ def add_arguments(p) -> None:
     p.add_argument('--right-image', default='/right/image_rect')
     p.add_argument('--left-info', default='/left/camera_info')
     p.add_argument('--right-info', default='/right/camera_info')
-    p.add_argument('--backend', default='auto', help='matcher backend (default auto: the shipped model)')
+    p.add_argument(
+        '--backend', default='auto', help='matcher backend (default auto: the shipped model)'
+    )
     p.add_argument('--model', default=None, help='model path (default: the shipped model)')
     p.add_argument('--device', default=None)
-    p.add_argument('--outputs', default='disparity,depth,cloud', help='comma list of disparity, depth, cloud, color')
-    p.add_argument('--start', type=float, default=None, help='skip pairs before this many seconds into the bag')
-    p.add_argument('--end', type=float, default=None, help='stop after this many seconds into the bag')
+    p.add_argument(
+        '--outputs',
+        default='disparity,depth,cloud',
+        help='comma list of disparity, depth, cloud, color',
+    )
+    p.add_argument(
+        '--start',
+        type=float,
+        default=None,
+        help='skip pairs before this many seconds into the bag',
+    )
+    p.add_argument(
+        '--end', type=float, default=None, help='stop after this many seconds into the bag'
+    )
     p.add_argument('--every', type=int, default=1, help='process every N-th pair (default 1: all)')
-    p.add_argument('--approximate', type=float, default=0.0, metavar='SECONDS',
-                   help='pair images whose stamps differ by up to this (default 0: identical stamps)')
-    p.add_argument('--max-disparity', type=float, default=256.0, help='valid disparity range / sgbm search (px)')
-    p.add_argument('--max-depth', type=float, default=100.0, help='cloud: drop points beyond this (m)')
-    p.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'), help='output storage (default mcap)')
-    p.add_argument('--no-inputs', action='store_true', help='do not copy the input topics into the output')
+    p.add_argument(
+        '--approximate',
+        type=float,
+        default=0.0,
+        metavar='SECONDS',
+        help='pair images whose stamps differ by up to this (default 0: identical stamps)',
+    )
+    p.add_argument(
+        '--max-disparity',
+        type=float,
+        default=256.0,
+        help='valid disparity range / sgbm search (px)',
+    )
+    p.add_argument(
+        '--max-depth', type=float, default=100.0, help='cloud: drop points beyond this (m)'
+    )
+    p.add_argument(
+        '--storage',
+        default='mcap',
+        choices=('mcap', 'sqlite3'),
+        help='output storage (default mcap)',
+    )
+    p.add_argument(
+        '--no-inputs', action='store_true', help='do not copy the input topics into the output'
+    )
     p.add_argument('--quiet', action='store_true', help='no progress line')
 
 
@@ -65,6 +107,7 @@ def decode_compressed(msg):
     import cv2
 
     from ffs_ros.convert import numpy_to_image
+
     arr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ValueError(f'compressed image ({msg.format!r}) could not be decoded')
@@ -78,16 +121,20 @@ def decode_compressed(msg):
 
 
 class Pairer:
-    """Left/right images paired by stamp (exact or within a tolerance), camera infos matched by stamp.
+    """Left/right images paired by stamp (exact or within a tolerance), camera infos matched by
+    stamp.
 
-    Pairs are released in order once both camera infos of their stamp are known, or when the bag has moved
-    INFO_WAIT_NS past them (then the latest info at or before the stamp is used, else the first one after)."""
+    Pairs are released in order once both camera infos of their stamp are known, or when the bag
+    has moved
+    INFO_WAIT_NS past them (then the latest info at or before the stamp is used, else the first
+    one after).
+    """
 
     def __init__(self, tolerance_ns: int, window: int = 64) -> None:
         self.tol = tolerance_ns
         self.images = [collections.OrderedDict(), collections.OrderedDict()]
         self.infos = [collections.OrderedDict(), collections.OrderedDict()]
-        self.waiting: collections.deque = collections.deque()     # (left, right, log time)
+        self.waiting: collections.deque = collections.deque()  # (left, right, log time)
         self.window = window
         self.unpaired = 0
 
@@ -158,8 +205,12 @@ class Progress:
         self.last = now
         rate = done / max(now - self.t0, 1e-9)
         eta = (self.total - done) / rate if rate > 0 and self.total else 0.0
-        print(f'\rffs-ros bag: {done}/{self.total} pairs  {rate:.2f} pairs/s  ETA {eta:.0f} s   ', end='',
-              file=sys.stderr, flush=True)
+        print(
+            f'\rffs-ros bag: {done}/{self.total} pairs  {rate:.2f} pairs/s  ETA {eta:.0f} s   ',
+            end='',
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if not self.quiet:
@@ -168,11 +219,15 @@ class Progress:
 
 def _open_reader(path: Path):
     from rosbags.rosbag2 import Reader
+
     if path.is_file():
         path = path.parent
     if not (path / 'metadata.yaml').is_file():
-        raise BagError(f'{path} is not a rosbag2 directory (no metadata.yaml); give the directory `ros2 bag record` '
-                       f'wrote')
+        raise BagError(
+            f'{path} is not a rosbag2 directory (no metadata.yaml); give the directory `ros2 bag '
+            'record` '
+            f'wrote'
+        )
     return Reader(path)
 
 
@@ -184,32 +239,60 @@ def process_bag(args, matcher) -> dict:
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from ffs_ros.pipeline import InputError, PipelineConfig, StereoPipeline, Wanted
+
     names = {s.strip() for s in args.outputs.split(',') if s.strip()}
     unknown = names - set(OUTPUT_NAMES)
     if unknown:
-        raise BagError(f'unknown --outputs {sorted(unknown)}; choose from {", ".join(OUTPUT_NAMES)}')
+        raise BagError(
+            f'unknown --outputs {sorted(unknown)}; choose from {", ".join(OUTPUT_NAMES)}'
+        )
     if args.every < 1:
         raise BagError('--every must be >= 1')
     out_path = Path(args.out)
     if out_path.exists():
-        raise BagError(f'{out_path} exists; choose a new --out directory (rosbag2 writers never overwrite)')
+        raise BagError(
+            f'{out_path} exists; choose a new --out directory (rosbag2 writers never overwrite)'
+        )
     wanted = Wanted(**{k: k in names for k in OUTPUT_NAMES})
-    pipe = StereoPipeline(matcher, PipelineConfig(max_disparity=args.max_disparity,
-                                                  max_depth=args.max_depth).validate())
+    pipe = StereoPipeline(
+        matcher,
+        PipelineConfig(max_disparity=args.max_disparity, max_depth=args.max_depth).validate(),
+    )
     typestore = get_typestore(Stores.ROS2_JAZZY)
-    topics = {args.left_image: ('image', 0), args.right_image: ('image', 1), args.left_info: ('info', 0),
-              args.right_info: ('info', 1)}
-    report = {'images_read': [0, 0], 'infos_read': [0, 0], 'pairs': 0, 'processed': 0, 'skipped': 0,
-              'refused': collections.Counter(), 'stages': collections.defaultdict(list), 'valid': []}
+    topics = {
+        args.left_image: ('image', 0),
+        args.right_image: ('image', 1),
+        args.left_info: ('info', 0),
+        args.right_info: ('info', 1),
+    }
+    report = {
+        'images_read': [0, 0],
+        'infos_read': [0, 0],
+        'pairs': 0,
+        'processed': 0,
+        'skipped': 0,
+        'refused': collections.Counter(),
+        'stages': collections.defaultdict(list),
+        'valid': [],
+    }
     with _open_reader(Path(args.bag)) as reader:
         present = {c.topic: c for c in reader.connections}
         for topic in (args.left_image, args.right_image, args.left_info, args.right_info):
             if topic not in present:
-                raise BagError(f'topic {topic} is not in {args.bag} (it has: {", ".join(sorted(present))}); name '
-                               f'the stereo topics with --left-image/--right-image/--left-info/--right-info')
+                raise BagError(
+                    f'topic {topic} is not in {args.bag} (it has: {", ".join(sorted(present))}); '
+                    'name '
+                    f'the stereo topics with --left-image/--right-image/--left-info/--right-info'
+                )
         for topic in (args.left_image, args.right_image):
-            if present[topic].msgtype not in ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage'):
-                raise BagError(f'{topic} is {present[topic].msgtype}, not sensor_msgs/msg/Image or CompressedImage')
+            if present[topic].msgtype not in (
+                'sensor_msgs/msg/Image',
+                'sensor_msgs/msg/CompressedImage',
+            ):
+                raise BagError(
+                    f'{topic} is {present[topic].msgtype}, not sensor_msgs/msg/Image or '
+                    'CompressedImage'
+                )
         t_begin = reader.start_time
         start = None if args.start is None else t_begin + int(args.start * 1e9)
         stop = None if args.end is None else t_begin + int(args.end * 1e9)
@@ -242,16 +325,25 @@ def process_bag(args, matcher) -> dict:
                 report['valid'].append(out.valid_fraction)
                 for k, v in out.timings.items():
                     report['stages'][k].append(v)
-                for key, msg in (('disparity', out.disparity), ('depth', out.depth), ('depth_info', out.depth_info),
-                                 ('cloud', out.cloud), ('color', out.disparity_color)):
+                for key, msg in (
+                    ('disparity', out.disparity),
+                    ('depth', out.depth),
+                    ('depth_info', out.depth_info),
+                    ('cloud', out.cloud),
+                    ('color', out.disparity_color),
+                ):
                     if msg is not None:
                         write(key, msg, log_ns)
                 progress.update(report['processed'])
 
-            for conn, log_ns, raw in reader.messages(connections=[present[t] for t in topics], stop=stop):
+            for conn, log_ns, raw in reader.messages(
+                connections=[present[t] for t in topics], stop=stop
+            ):
                 if not args.no_inputs:
                     if conn.topic not in in_conns:
-                        in_conns[conn.topic] = writer.add_connection(conn.topic, conn.msgtype, typestore=typestore)
+                        in_conns[conn.topic] = writer.add_connection(
+                            conn.topic, conn.msgtype, typestore=typestore
+                        )
                     writer.write(in_conns[conn.topic], log_ns, raw)
                 kind, side = topics[conn.topic]
                 if kind == 'info':
@@ -283,31 +375,46 @@ def process_bag(args, matcher) -> dict:
 
 def format_report(rep: dict, seconds: float, out: str) -> str:
     refused = sum(rep['refused'].values())
-    lines = ['', f'ffs-ros bag -> {out}', '-' * 60,
-             f'{"images read (left / right)":40s} {rep["images_read"][0]} / {rep["images_read"][1]}',
-             f'{"camera infos read (left / right)":40s} {rep["infos_read"][0]} / {rep["infos_read"][1]}',
-             f'{"pairs (by stamp)":40s} {rep["pairs"]}',
-             f'{"processed":40s} {rep["processed"]} ({rep["processed"] / max(seconds, 1e-9):.2f} pairs/s)',
-             f'{"skipped (--every)":40s} {rep["skipped"]}',
-             f'{"refused":40s} {refused}',
-             f'{"images without a partner":40s} {rep["unpaired_images"]}']
+    lines = [
+        '',
+        f'ffs-ros bag -> {out}',
+        '-' * 60,
+        f'{"images read (left / right)":40s} {rep["images_read"][0]} / {rep["images_read"][1]}',
+        f'{"camera infos read (left / right)":40s} {rep["infos_read"][0]} / '
+        f'{rep["infos_read"][1]}',
+        f'{"pairs (by stamp)":40s} {rep["pairs"]}',
+        f'{"processed":40s} {rep["processed"]} ({rep["processed"] / max(seconds, 1e-9):.2f} '
+        'pairs/s)',
+        f'{"skipped (--every)":40s} {rep["skipped"]}',
+        f'{"refused":40s} {refused}',
+        f'{"images without a partner":40s} {rep["unpaired_images"]}',
+    ]
     for reason, n in rep['refused'].most_common():
         lines.append(f'  {n:5d} x {reason}')
     for stage in ('convert', 'match', 'depth', 'cloud', 'color'):
         if rep['stages'].get(stage):
             v = rep['stages'][stage]
-            lines.append(f'{stage + " ms p50 / p95":40s} {np.percentile(v, 50):.2f} / {np.percentile(v, 95):.2f}')
+            lines.append(
+                f'{stage + " ms p50 / p95":40s} {np.percentile(v, 50):.2f} / '
+                f'{np.percentile(v, 95):.2f}'
+            )
     if rep['valid']:
-        lines.append(f'{"valid disparity (mean share of pixels)":40s} {100 * float(np.mean(rep["valid"])):.1f} %')
+        lines.append(
+            f'{"valid disparity (mean share of pixels)":40s} '
+            f'{100 * float(np.mean(rep["valid"])):.1f} %'
+        )
     return '\n'.join(lines)
 
 
 def run(args) -> int:
     from ffs_ros.inference import load_matcher
     from ffs_ros.pipeline import tune_allocator
+
     tune_allocator()
     try:
-        options = {'max_disparity': int(args.max_disparity)} if args.backend in ('sgbm', 'auto') else {}
+        options = (
+            {'max_disparity': int(args.max_disparity)} if args.backend in ('sgbm', 'auto') else {}
+        )
         matcher = load_matcher(args.model, backend=args.backend, device=args.device, **options)
     except (ValueError, RuntimeError) as e:
         print(f'ffs-ros bag: error: {e}', file=sys.stderr)

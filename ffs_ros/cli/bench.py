@@ -4,16 +4,18 @@ Builds synthetic rectified Image/CameraInfo messages (our own scene generator), 
 StereoPipeline exactly as the node's worker does (convert, match, depth, cloud) and serialises the
 outputs with rclpy (what publishing costs before the transport: 'serialize'). Stages that the
 matcher reports in `last_timings` are listed as 'match/<name>'. `overhead` is everything except
-the matcher, per iteration: convert + depth + cloud + serialize (wall clock; `overhead_cpu_p50_ms` is
+the matcher, per iteration: convert + depth + cloud + serialize (wall clock; `overhead_cpu_p50_ms`
+is
 the same in CPU time of the calling thread, which stays meaningful on a shared, busy machine).
 """
+
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -22,21 +24,42 @@ OVERHEAD_STAGES = ('convert', 'depth', 'cloud', 'color', 'serialize')
 
 def add_arguments(p) -> None:
     p.add_argument('--backend', default='sgbm', help='matcher backend (default sgbm)')
-    p.add_argument('--model', default=None, help='model path (network backends; default: the shipped model)')
-    p.add_argument('--device', default=None, help="device for network backends ('cpu', 'cuda:0', ...)")
+    p.add_argument(
+        '--model', default=None, help='model path (network backends; default: the shipped model)'
+    )
+    p.add_argument(
+        '--device', default=None, help="device for network backends ('cpu', 'cuda:0', ...)"
+    )
     p.add_argument('--size', default='640x480', help='image size WxH (default 640x480)')
     p.add_argument('--iters', type=int, default=50, help='timed iterations (default 50)')
     p.add_argument('--warmup', type=int, default=5, help='untimed iterations first (default 5)')
-    p.add_argument('--encoding', default='rgb8', choices=('rgb8', 'bgr8', 'mono8'),
-                   help='input image encoding (default rgb8)')
-    p.add_argument('--max-disparity', type=float, default=192.0, help='max disparity in px (default 192)')
+    p.add_argument(
+        '--encoding',
+        default='rgb8',
+        choices=('rgb8', 'bgr8', 'mono8'),
+        help='input image encoding (default rgb8)',
+    )
+    p.add_argument(
+        '--max-disparity', type=float, default=192.0, help='max disparity in px (default 192)'
+    )
     p.add_argument('--no-color', action='store_true', help='XYZ cloud without packed rgb')
-    p.add_argument('--dense', action='store_true', help='dense (1xN) cloud instead of organized HxW')
+    p.add_argument(
+        '--dense', action='store_true', help='dense (1xN) cloud instead of organized HxW'
+    )
     p.add_argument('--depth-encoding', default='32FC1', choices=('32FC1', '16UC1'))
-    p.add_argument('--outputs', default='disparity,depth,cloud',
-                   help='comma list of outputs to compute: disparity, depth, cloud, color')
-    p.add_argument('-o', '--option', action='append', default=[], metavar='KEY=VALUE',
-                   help='extra load_matcher option (YAML value), repeatable, e.g. -o fp16=true')
+    p.add_argument(
+        '--outputs',
+        default='disparity,depth,cloud',
+        help='comma list of outputs to compute: disparity, depth, cloud, color',
+    )
+    p.add_argument(
+        '-o',
+        '--option',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='extra load_matcher option (YAML value), repeatable, e.g. -o fp16=true',
+    )
     p.add_argument('--json', default=None, help='write the results as JSON to this path')
     p.add_argument('--seed', type=int, default=0)
 
@@ -53,20 +76,25 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def synthetic_pair(width: int, height: int, max_disparity: float, seed: int = 0):
-    """(left RGB, right RGB, description): a generated scene, or a shifted random texture when the
-    generator is unavailable."""
+    """(left RGB, right RGB, description):
+
+    a generated scene, or a shifted random texture when the generator is unavailable.
+    """
     rng = np.random.default_rng(seed)
     try:
         from ffs_ros.synth import render_scene
+
         s = render_scene(rng, height, width, max_disparity=min(max_disparity, width / 4))
         return s.left, s.right, 'synth.render_scene'
     except ImportError:
         shift = int(min(max_disparity, width / 4) // 2)
         tex = rng.integers(0, 256, (height, width + shift, 3), dtype=np.uint8)
-        return tex[:, shift:].copy(), tex[:, :-shift].copy(), f'random texture shifted {shift} px'
+        return tex[:, shift:].copy(), tex[:,:-shift].copy(), f'random texture shifted {shift} px'
 
 
-def build_messages(left_rgb, right_rgb, encoding: str = 'rgb8', fx: float | None = None, baseline: float = 0.12):
+def build_messages(
+    left_rgb, right_rgb, encoding: str = 'rgb8', fx: float | None = None, baseline: float = 0.12
+):
     """(left Image, right Image, left CameraInfo, right CameraInfo) in `encoding`."""
     import cv2
 
@@ -91,7 +119,10 @@ def build_messages(left_rgb, right_rgb, encoding: str = 'rgb8', fx: float | None
 
 def _percentiles(values) -> dict:
     a = np.asarray(values, dtype=np.float64)
-    return {'p50_ms': round(float(np.percentile(a, 50)), 3), 'p95_ms': round(float(np.percentile(a, 95)), 3)}
+    return {
+        'p50_ms': round(float(np.percentile(a, 50)), 3),
+        'p95_ms': round(float(np.percentile(a, 95)), 3),
+    }
 
 
 class _CpuTimedMatcher:
@@ -116,8 +147,18 @@ class _CpuTimedMatcher:
             self.last_cpu_ms = (time.thread_time() - c0) * 1e3
 
 
-def run_bench(matcher, width: int, height: int, iters: int = 50, warmup: int = 5, config=None, wanted=None,
-              encoding: str = 'rgb8', seed: int = 0, max_disparity: float = 192.0) -> dict:
+def run_bench(
+    matcher,
+    width: int,
+    height: int,
+    iters: int = 50,
+    warmup: int = 5,
+    config=None,
+    wanted=None,
+    encoding: str = 'rgb8',
+    seed: int = 0,
+    max_disparity: float = 192.0,
+) -> dict:
     """Time the processing path; returns the result dict written as JSON (see module doc)."""
     from ffs_ros.pipeline import PipelineConfig, StereoPipeline, Wanted
 
@@ -155,12 +196,20 @@ def run_bench(matcher, width: int, height: int, iters: int = 50, warmup: int = 5
         valid.append(out.valid_fraction)
     info = matcher.info
     return {
-        'backend': info.backend, 'device': info.device, 'model': info.model,
-        'size': [width, height], 'iters': iters, 'encoding': encoding, 'scene': scene,
+        'backend': info.backend,
+        'device': info.device,
+        'model': info.model,
+        'size': [width, height],
+        'iters': iters,
+        'encoding': encoding,
+        'scene': scene,
         'outputs': {k: bool(v) for k, v in vars(wanted).items()},
         'config': dict(vars(config)),
-        'machine': {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
-                    'python': platform.python_version()},
+        'machine': {
+            'cpus': os.cpu_count(),
+            'processor': platform.processor() or platform.machine(),
+            'python': platform.python_version(),
+        },
         'stages': {name: _percentiles(v) for name, v in stages.items()},
         'overhead_p50_ms': _percentiles(overhead)['p50_ms'],
         'overhead_p95_ms': _percentiles(overhead)['p95_ms'],
@@ -169,8 +218,9 @@ def run_bench(matcher, width: int, height: int, iters: int = 50, warmup: int = 5
         'overhead_cpu_p50_ms': _percentiles(overhead_cpu)['p50_ms'],
         # sum of the non-matcher stage medians: robust to preemption on a loaded machine, where
         # a per-iteration total often includes a scheduler time slice spent waiting
-        'overhead_stage_sum_p50_ms': round(sum(_percentiles(v)['p50_ms'] for k, v in stages.items()
-                                               if k in OVERHEAD_STAGES), 3),
+        'overhead_stage_sum_p50_ms': round(
+            sum(_percentiles(v)['p50_ms'] for k, v in stages.items() if k in OVERHEAD_STAGES), 3
+        ),
         'total_p50_ms': _percentiles(total)['p50_ms'],
         'fps_p50': round(1000.0 / max(_percentiles(total)['p50_ms'], 1e-9), 2),
         'valid_fraction': round(float(np.mean(valid)), 4),
@@ -181,23 +231,32 @@ def run_bench(matcher, width: int, height: int, iters: int = 50, warmup: int = 5
 def format_table(res: dict) -> str:
     """Human-readable table of a run_bench result."""
     w, h = res['size']
-    lines = [f"ffs-ros bench: backend {res['backend']} ({res['device']}), {w}x{h} {res['encoding']}, "
-             f"{res['iters']} iterations, {res['machine']['cpus']} CPUs",
-             f"{'stage':<22}{'p50 ms':>10}{'p95 ms':>10}"]
-    order = ['convert', 'match'] + sorted(k for k in res['stages'] if k.startswith('match/')) + \
-        ['depth', 'cloud', 'color', 'serialize']
+    lines = [
+        f'ffs-ros bench: backend {res["backend"]} ({res["device"]}), {w}x{h} {res["encoding"]}, '
+        f'{res["iters"]} iterations, {res["machine"]["cpus"]} CPUs',
+        f'{"stage":<22}{"p50 ms":>10}{"p95 ms":>10}',
+    ]
+    order = (
+        ['convert', 'match']
+        + sorted(k for k in res['stages'] if k.startswith('match/'))
+        + ['depth', 'cloud', 'color', 'serialize']
+    )
     for name in order + sorted(set(res['stages']) - set(order)):
         if name in res['stages']:
             s = res['stages'][name]
             label = '  ' + name if name.startswith('match/') else name
-            lines.append(f"{label:<22}{s['p50_ms']:>10.2f}{s['p95_ms']:>10.2f}")
-    lines.append(f"{'overhead (not match)':<22}{res['overhead_p50_ms']:>10.2f}{res['overhead_p95_ms']:>10.2f}")
+            lines.append(f'{label:<22}{s["p50_ms"]:>10.2f}{s["p95_ms"]:>10.2f}')
+    lines.append(
+        f'{"overhead (not match)":<22}{res["overhead_p50_ms"]:>10.2f}{res["overhead_p95_ms"]:>10.2f}'
+    )
     if 'overhead_cpu_p50_ms' in res:
-        lines.append(f"{'  (CPU time)':<22}{res['overhead_cpu_p50_ms']:>10.2f}")
+        lines.append(f'{"  (CPU time)":<22}{res["overhead_cpu_p50_ms"]:>10.2f}')
     if 'overhead_stage_sum_p50_ms' in res:
-        lines.append(f"{'  (sum of stage p50)':<22}{res['overhead_stage_sum_p50_ms']:>10.2f}")
-    lines.append(f"{'total':<22}{res['total_p50_ms']:>10.2f}{'':>10}  ({res['fps_p50']:.1f} fps)")
-    lines.append(f"valid disparity: {100 * res['valid_fraction']:.1f}% of pixels; scene: {res['scene']}")
+        lines.append(f'{"  (sum of stage p50)":<22}{res["overhead_stage_sum_p50_ms"]:>10.2f}')
+    lines.append(f'{"total":<22}{res["total_p50_ms"]:>10.2f}{"":>10}  ({res["fps_p50"]:.1f} fps)')
+    lines.append(
+        f'valid disparity: {100 * res["valid_fraction"]:.1f}% of pixels; scene: {res["scene"]}'
+    )
     return '\n'.join(lines)
 
 
@@ -226,20 +285,38 @@ def run(args) -> int:
         names = {s.strip() for s in args.outputs.split(',') if s.strip()}
         unknown = names - {'disparity', 'depth', 'cloud', 'color'}
         if unknown:
-            raise ValueError(f'unknown --outputs {sorted(unknown)}; choose from disparity, depth, cloud, color')
+            raise ValueError(
+                f'unknown --outputs {sorted(unknown)}; choose from disparity, depth, cloud, color'
+            )
         wanted = Wanted(**{k: k in names for k in ('disparity', 'depth', 'cloud', 'color')})
-        config = PipelineConfig(max_disparity=args.max_disparity, use_color=not args.no_color,
-                                organized_cloud=not args.dense, depth_encoding=args.depth_encoding).validate()
+        config = PipelineConfig(
+            max_disparity=args.max_disparity,
+            use_color=not args.no_color,
+            organized_cloud=not args.dense,
+            depth_encoding=args.depth_encoding,
+        ).validate()
         options = _parse_options(args.option)
         if args.backend == 'sgbm':
             options.setdefault('max_disparity', int(args.max_disparity))
-        matcher = load_matcher(model=args.model, backend=args.backend, device=args.device, **options)
+        matcher = load_matcher(
+            model=args.model, backend=args.backend, device=args.device, **options
+        )
     except (ValueError, RuntimeError) as e:
         print(f'ffs-ros bench: {e}')
         return 2
     try:
-        res = run_bench(matcher, width, height, args.iters, args.warmup, config, wanted, args.encoding,
-                        args.seed, args.max_disparity)
+        res = run_bench(
+            matcher,
+            width,
+            height,
+            args.iters,
+            args.warmup,
+            config,
+            wanted,
+            args.encoding,
+            args.seed,
+            args.max_disparity,
+        )
     finally:
         matcher.close()
     print(format_table(res))

@@ -1,11 +1,16 @@
 """`ffs-ros build-engine`: build TensorRT engine(s) from a model's ONNX (for deployment images).
 
-Without --out the engines go to the cache (~/.cache/ffs_ros/engines/, keyed by ONNX sha256, TensorRT version, GPU,
-compute capability, precision and shapes), where the tensorrt backend finds them. With --out, a two-stage model's
-engines are written as OUT/feature_runner.engine and OUT/post_runner.engine (put them next to their ONNX to use
-them as prebuilt engines); a single-engine model's engine is written to the file OUT. Every failure is one line on
+Without --out the engines go to the cache (~/.cache/ffs_ros/engines/, keyed by ONNX sha256,
+TensorRT version, GPU,
+compute capability, precision and shapes), where the tensorrt backend finds them. With --out, a
+two-stage model's
+engines are written as OUT/feature_runner.engine and OUT/post_runner.engine (put them next to
+their ONNX to use
+them as prebuilt engines); a single-engine model's engine is written to the file OUT. Every
+failure is one line on
 stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,16 +18,39 @@ import sys
 
 
 def add_arguments(p) -> None:
-    p.add_argument('--model', default=None, help='model directory or .onnx (default: the shipped model)')
+    p.add_argument(
+        '--model', default=None, help='model directory or .onnx (default: the shipped model)'
+    )
     p.add_argument('--precision', default='fp16', choices=('fp16', 'fp32'))
-    p.add_argument('--out', default=None, help='output file (single) or directory (two-stage); default: the cache')
-    p.add_argument('--size', default=None, help='WxH network size for ONNX with symbolic height/width (multiples '
-                                                'of 32)')
+    p.add_argument(
+        '--out',
+        default=None,
+        help='output file (single) or directory (two-stage); default: the cache',
+    )
+    p.add_argument(
+        '--size',
+        default=None,
+        help='WxH network size for ONNX with symbolic height/width (multiples of 32)',
+    )
     p.add_argument('--workspace-gb', type=float, default=4.0, help='builder workspace limit (GiB)')
-    p.add_argument('--opt-level', type=int, default=3, choices=range(0, 6), help='builder optimisation level 0-5')
-    p.add_argument('--plugin-library', default=None, help='TensorRT plugin library (.so) to load first, e.g. '
-                                                          'libffs_gwc_plugin.so for the FFSGWCVolume export')
-    p.add_argument('--cache-dir', default=None, help='engine cache directory (default: ~/.cache/ffs_ros/engines)')
+    p.add_argument(
+        '--opt-level',
+        type=int,
+        default=3,
+        choices=range(0, 6),
+        help='builder optimisation level 0-5',
+    )
+    p.add_argument(
+        '--plugin-library',
+        default=None,
+        help='TensorRT plugin library (.so) to load first, e.g. '
+        'libffs_gwc_plugin.so for the FFSGWCVolume export',
+    )
+    p.add_argument(
+        '--cache-dir',
+        default=None,
+        help='engine cache directory (default: ~/.cache/ffs_ros/engines)',
+    )
 
 
 def parse_size(text):
@@ -42,20 +70,39 @@ def run(args) -> int:
     from ffs_ros.contract import detect_model
     from ffs_ros.inference import resolve_model_path
     from ffs_ros.inference.tensorrt_build import build_engines_for
-    logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)   # progress; errors: stderr
+
+    logging.basicConfig(
+        level=logging.INFO, format='%(message)s', stream=sys.stdout
+    )  # progress; errors: stderr
     try:
         source = detect_model(resolve_model_path(args.model))
-        paths = build_engines_for(source, out=args.out, precision=args.precision, net_size=parse_size(args.size),
-                                  workspace_gb=args.workspace_gb, opt_level=args.opt_level, force=True,
-                                  plugin_library=args.plugin_library, cache=args.cache_dir)
-    except Exception as exc:  # noqa: BLE001 - every failure (TensorRT API, I/O, contract) is one line + exit 2
-        print(f'ffs-ros build-engine: error: {exc}' if isinstance(exc, (ValueError, RuntimeError)) else
-              f'ffs-ros build-engine: error: {type(exc).__name__}: {exc}', file=sys.stderr)
+        paths = build_engines_for(
+            source,
+            out=args.out,
+            precision=args.precision,
+            net_size=parse_size(args.size),
+            workspace_gb=args.workspace_gb,
+            opt_level=args.opt_level,
+            force=True,
+            plugin_library=args.plugin_library,
+            cache=args.cache_dir,
+        )
+    # noqa: BLE001 - every failure (TensorRT API, I/O, contract) is one line + exit 2
+    except Exception as exc:
+        print(
+            f'ffs-ros build-engine: error: {exc}'
+            if isinstance(exc, (ValueError, RuntimeError))
+            else f'ffs-ros build-engine: error: {type(exc).__name__}: {exc}',
+            file=sys.stderr,
+        )
         return 2
     for role, path in paths.items():
         print(f'{role}: {path}')
         prebuilt = source.engines.get(role)
         if args.out is None and prebuilt is not None:
-            print(f'note: the prebuilt engine {prebuilt} beside the ONNX is tried first; the cache entry above is '
-                  f'used when that one cannot be loaded (delete it to always use the cache)')
+            print(
+                f'note: the prebuilt engine {prebuilt} beside the ONNX is tried first; the cache '
+                'entry above is '
+                f'used when that one cannot be loaded (delete it to always use the cache)'
+            )
     return 0

@@ -9,14 +9,15 @@ there is no leak). Uses the shipped Fast DDS SHM profile unless FASTDDS_DEFAULT_
 set, and keeps discovery inside this process unless ROS_AUTOMATIC_DISCOVERY_RANGE is set (set it
 to LOCALHOST to watch with RViz: ffs_ros/config/stereo.rviz, namespace /ffs_demo).
 """
+
 from __future__ import annotations
 
+from dataclasses import dataclass
 import os
+from pathlib import Path
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -27,37 +28,59 @@ WARMUP_PAIRS = 50
 def add_arguments(p) -> None:
     p.add_argument('--frames', type=int, default=40, help='stereo pairs to play (default 40)')
     p.add_argument('--out', default='out/demo', help='output directory (default out/demo)')
-    p.add_argument('--backend', default=None,
-                   help="stereo backend (default: the node's default, 'auto' = shipped model, else sgbm)")
-    p.add_argument('--model', default='', help='model path for network backends (default: shipped model)')
+    p.add_argument(
+        '--backend',
+        default=None,
+        help="stereo backend (default: the node's default, 'auto' = shipped model, else sgbm)",
+    )
+    p.add_argument(
+        '--model', default='', help='model path for network backends (default: shipped model)'
+    )
     p.add_argument('--size', default='640x480', help='image size WxH (default 640x480)')
     p.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz (default 10)')
-    p.add_argument('--scenes', type=int, default=6, help='distinct generated scenes, played in a loop')
-    p.add_argument('--max-disparity', type=float, default=128.0, help='max disparity (px) of node and scenes')
+    p.add_argument(
+        '--scenes', type=int, default=6, help='distinct generated scenes, played in a loop'
+    )
+    p.add_argument(
+        '--max-disparity', type=float, default=128.0, help='max disparity (px) of node and scenes'
+    )
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--record', default=None, metavar='BAG',
-                   help='also write the played stereo topics (/left/image_rect, /right/image_rect, '
-                        '/left/camera_info, /right/camera_info) to this new MCAP rosbag2 directory: a sample bag '
-                        'for `ffs-ros bag` without a camera')
+    p.add_argument(
+        '--record',
+        default=None,
+        metavar='BAG',
+        help='also write the played stereo topics (/left/image_rect, /right/image_rect, '
+        '/left/camera_info, /right/camera_info) to this new MCAP rosbag2 directory: a sample bag '
+        'for `ffs-ros bag` without a camera',
+    )
 
 
 def rss_mb() -> float:
     import psutil
+
     return psutil.Process().memory_info().rss / 2**20
 
 
 def make_scenes(n: int, h: int, w: int, max_disp: float, seed: int):
     from ..synth import render_scene
+
     rng = np.random.default_rng(seed)
-    return [render_scene(rng, h, w, max_disparity=max_disp * 0.75, min_disparity=4.0) for _ in range(n)]
+    return [
+        render_scene(rng, h, w, max_disparity=max_disp * 0.75, min_disparity=4.0) for _ in range(n)
+    ]
 
 
 def write_pngs(out: Path, disparity_msg, depth_msg, max_disp: float) -> None:
     import cv2
+
     from ..convert import image_to_numpy
     from ..geometry import color_map_disparity
+
     disp = np.array(image_to_numpy(disparity_msg.image), dtype=np.float32)
-    cv2.imwrite(str(out / 'disparity.png'), cv2.cvtColor(color_map_disparity(disp, max_disp), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(
+        str(out / 'disparity.png'),
+        cv2.cvtColor(color_map_disparity(disp, max_disp), cv2.COLOR_RGB2BGR),
+    )
     z = np.array(image_to_numpy(depth_msg), dtype=np.float32)
     if depth_msg.encoding == '16UC1':
         z = np.where(z > 0, z / 1000.0, np.nan)
@@ -79,8 +102,8 @@ class Recorder:
         self.clock = player_clock
         self.gt = gt_depth_for_stamp
         self.last = {}
-        self.latency_ms = []      # bounded below
-        self.errors = []          # (median rel err, within 5 %, valid fraction) per depth frame
+        self.latency_ms = []  # bounded below
+        self.errors = []  # (median rel err, within 5 %, valid fraction) per depth frame
         self.counts = {'disparity': 0, 'depth': 0, 'points2': 0}
         self.last_stamp = None
 
@@ -97,10 +120,12 @@ class Recorder:
                     self.last_stamp = st
             if name == 'depth':
                 self._depth_error(msg, st)
+
         return f
 
     def _depth_error(self, msg, st) -> None:
         from ..convert import image_to_numpy
+
         gt = self.gt(st)
         if gt is None:
             return
@@ -123,6 +148,7 @@ class BagRecorder:
     def __init__(self, path) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
+
         self.typestore = get_typestore(Stores.ROS2_JAZZY)
         self.writer = Writer(Path(path), version=9, storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
@@ -131,9 +157,16 @@ class BagRecorder:
 
     def write(self, topic: str, msg, log_ns: int) -> None:
         from rclpy.serialization import serialize_message
+
         if topic not in self.conns:
-            msgtype = 'sensor_msgs/msg/CameraInfo' if topic.endswith('camera_info') else 'sensor_msgs/msg/Image'
-            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+            msgtype = (
+                'sensor_msgs/msg/CameraInfo'
+                if topic.endswith('camera_info')
+                else 'sensor_msgs/msg/Image'
+            )
+            self.conns[topic] = self.writer.add_connection(
+                topic, msgtype, typestore=self.typestore
+            )
         self.writer.write(self.conns[topic], log_ns, serialize_message(msg))
 
     def close(self) -> None:
@@ -149,8 +182,12 @@ class PlayResult:
 
 
 class Player:
-    """The demo's camera: publishes generated scenes (with their CameraInfo) at a fixed rate as a best-effort
-    stream, optionally recording them to a bag, and remembers which scene each stamp showed (for the truth)."""
+    """The demo's camera:
+
+    publishes generated scenes (with their CameraInfo) at a fixed rate as a best-effort stream,
+    optionally recording them to a bag, and remembers which scene each stamp showed (for the
+    truth).
+    """
 
     def __init__(self, ctx, scenes, w: int, h: int, fx: float, baseline: float) -> None:
         from rclpy.node import Node
@@ -158,21 +195,28 @@ class Player:
         from sensor_msgs.msg import CameraInfo, Image
 
         from ..convert import make_camera_infos, numpy_to_image
+
         self.frames = []
         for sc in scenes:
             left, right = numpy_to_image(sc.left, 'rgb8'), numpy_to_image(sc.right, 'rgb8')
             left.header.frame_id = right.header.frame_id = 'left_optical'
             with np.errstate(divide='ignore'):
                 gt_z = (fx * baseline / sc.disparity).astype(np.float32)
-            xs = np.arange(w)[None, :]
+            xs = np.arange(w)[None,:]
             mask = (~sc.occluded) & (sc.disparity > 0) & (xs - sc.disparity >= 0)
             self.frames.append((left, right, gt_z, mask))
         self.li, self.ri = make_camera_infos(w, h, fx, baseline, frame_id='left_optical')
-        self.stamp_scene: dict = {}   # stamp -> scene index (bounded)
+        self.stamp_scene: dict = {}  # stamp -> scene index (bounded)
         self.node = Node('demo_camera', namespace=NAMESPACE, context=ctx)
-        self.pubs = {t: self.node.create_publisher(c, t, qos_profile_sensor_data) for t, c in (
-            ('left/image_rect', Image), ('right/image_rect', Image),
-            ('left/camera_info', CameraInfo), ('right/camera_info', CameraInfo))}
+        self.pubs = {
+            t: self.node.create_publisher(c, t, qos_profile_sensor_data)
+            for t, c in (
+                ('left/image_rect', Image),
+                ('right/image_rect', Image),
+                ('left/camera_info', CameraInfo),
+                ('right/camera_info', CameraInfo),
+            )
+        }
         self.last_stamp = None
 
     def truth(self, st):
@@ -180,12 +224,16 @@ class Player:
         return None if i is None else self.frames[i][2:]
 
     def connect(self, node, timeout: float = 10.0) -> None:
-        """Wait until both ends matched (the node skips pairs nobody subscribes to), then send the camera infos
-        once ahead, so the first pair is not refused for want of them."""
+        """Wait until both ends matched (the node skips pairs nobody subscribes to), then send the
+        camera infos
+        once ahead, so the first pair is not refused for want of them.
+        """
         deadline = time.monotonic() + timeout
         outs = (node.pub_disparity, node.pub_depth, node.pub_points)
-        while time.monotonic() < deadline and not (all(p.get_subscription_count() for p in self.pubs.values())
-                                                   and all(p.get_subscription_count() for p in outs)):
+        while time.monotonic() < deadline and not (
+            all(p.get_subscription_count() for p in self.pubs.values())
+            and all(p.get_subscription_count() for p in outs)
+        ):
             time.sleep(0.01)
         self.pubs['left/camera_info'].publish(self.li)
         self.pubs['right/camera_info'].publish(self.ri)
@@ -193,7 +241,9 @@ class Player:
             time.sleep(0.01)
 
     def play(self, node, frames: int, rate: float, record=None) -> PlayResult:
-        """Publish `frames` pairs at `rate` Hz; RSS is sampled after a warm-up (first-use buffers settle there)."""
+        """Publish `frames` pairs at `rate` Hz; RSS is sampled after a warm-up (first-use buffers
+        settle there).
+        """
         recorder = BagRecorder(record) if record else None
         period = 1.0 / rate
         warmup = min(frames, WARMUP_PAIRS)
@@ -209,8 +259,12 @@ class Player:
                 self.stamp_scene.pop(next(iter(self.stamp_scene)))
             for m in (self.li, self.ri, left, right):
                 m.header.stamp = stamp
-            for topic, m in (('left/camera_info', self.li), ('right/camera_info', self.ri),
-                             ('left/image_rect', left), ('right/image_rect', right)):
+            for topic, m in (
+                ('left/camera_info', self.li),
+                ('right/camera_info', self.ri),
+                ('left/image_rect', left),
+                ('right/image_rect', right),
+            ):
                 self.pubs[topic].publish(m)
                 if recorder is not None:
                     recorder.write('/' + topic, m, st)
@@ -229,8 +283,17 @@ class Player:
         return PlayResult(seconds, warmup, rss_warm, 0.0)
 
 
-def report(args, node, rec, played: PlayResult, rss_start: float, out: Path, size, fx: float,
-           baseline: float) -> int:
+def report(
+    args,
+    node,
+    rec,
+    played: PlayResult,
+    rss_start: float,
+    out: Path,
+    size,
+    fx: float,
+    baseline: float,
+) -> int:
     """Write the last frame's outputs and print the run's table; 1 when nothing came out."""
     w, h = size
     with rec.lock:
@@ -238,19 +301,27 @@ def report(args, node, rec, played: PlayResult, rss_start: float, out: Path, siz
         lat = list(rec.latency_ms)
         errs = list(rec.errors)
     if 'disparity' not in last or 'depth' not in last or 'points2' not in last:
-        print('ffs-ros demo: no output received from stereo_node (see its log above)', file=sys.stderr)
+        print(
+            'ffs-ros demo: no output received from stereo_node (see its log above)',
+            file=sys.stderr,
+        )
         return 1
     out.mkdir(parents=True, exist_ok=True)
     write_pngs(out, last['disparity'], last['depth'], args.max_disparity)
     from ..messages import cloud_points
     from ..ply import write_ply
-    npts = write_ply(out / 'cloud.ply', *cloud_points(last['points2']), comment='ffs_ros demo, last frame')
+
+    npts = write_ply(
+        out / 'cloud.ply', *cloud_points(last['points2']), comment='ffs_ros demo, last frame'
+    )
     summary = node.health.run_summary()
-    rows = [('pairs in (played)', f'{args.frames} in {played.seconds:.1f} s'),
-            ('pairs synchronized', str(node.health.pairs_total)),
-            ('pairs out (published)', str(node.health.published_total)),
-            ('dropped (worker busy, latest wins)', str(node.dropped)),
-            ('sync failures / bad input', f'{node._sync.sync_failures} / {node.bad_frames}')]
+    rows = [
+        ('pairs in (played)', f'{args.frames} in {played.seconds:.1f} s'),
+        ('pairs synchronized', str(node.health.pairs_total)),
+        ('pairs out (published)', str(node.health.published_total)),
+        ('dropped (worker busy, latest wins)', str(node.dropped)),
+        ('sync failures / bad input', f'{node._sync.sync_failures} / {node.bad_frames}'),
+    ]
     for stage, (p50, p95) in summary['stages'].items():
         rows.append((f'{stage} ms p50 / p95', f'{p50:.2f} / {p95:.2f}'))
     if lat:
@@ -261,15 +332,26 @@ def report(args, node, rec, played: PlayResult, rss_start: float, out: Path, siz
         rows.append(('depth error: median |dZ|/Z', f'{100 * np.median(e[:, 0]):.2f} %'))
         rows.append(('depth within 5 % of truth', f'{100 * np.mean(e[:, 1]):.1f} % of valid px'))
         rows.append(('valid px (of matchable truth)', f'{100 * np.mean(e[:, 2]):.1f} %'))
-    rows.append((f'RSS start / after {played.warmup} pairs / end',
-                 f'{rss_start:.1f} / {played.rss_warm or float("nan"):.1f} / {played.rss_end:.1f} MB'))
+    rows.append(
+        (
+            f'RSS start / after {played.warmup} pairs / end',
+            f'{rss_start:.1f} / {played.rss_warm or float("nan"):.1f} / {played.rss_end:.1f} MB',
+        )
+    )
     if played.rss_warm is not None and args.frames > played.warmup:
-        rows.append((f'RSS growth over the last {args.frames - played.warmup} pairs',
-                     f'{played.rss_end - played.rss_warm:+.1f} MB'))
+        rows.append(
+            (
+                f'RSS growth over the last {args.frames - played.warmup} pairs',
+                f'{played.rss_end - played.rss_warm:+.1f} MB',
+            )
+        )
     rows.append(('outputs', f'{out}/disparity.png, depth.png, cloud.ply ({npts} points)'))
     width = max(len(r[0]) for r in rows)
     info = node.matcher.info
-    print(f'\nffs_ros demo: {w}x{h}, fx {fx:g} px, baseline {baseline} m, backend {info.backend} ({info.model})')
+    print(
+        f'\nffs_ros demo: {w}x{h}, fx {fx:g} px, baseline {baseline} m, backend {info.backend} '
+        f'({info.model})'
+    )
     print('-' * (width + 30))
     for k, v in rows:
         print(f'{k:<{width}}  {v}')
@@ -278,10 +360,14 @@ def report(args, node, rec, played: PlayResult, rss_start: float, out: Path, siz
 
 
 def run(args) -> int:
-    """Start stereo_node and the camera player in one process, play, wait for the last outputs, report."""
+    """Start stereo_node and the camera player in one process, play, wait for the last outputs,
+    report.
+    """
     from ..node.transport import use_shm_profile
-    profile = use_shm_profile()                       # before the first DDS participant exists
+
+    profile = use_shm_profile()  # before the first DDS participant exists
     from ..pipeline import tune_allocator
+
     tune_allocator()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'OFF')
     try:
@@ -311,9 +397,11 @@ def run(args) -> int:
     executor = None
     nodes = []
     try:
-        overrides = [Parameter('max_disparity', value=float(args.max_disparity)),
-                     Parameter('expected_rate', value=float(args.rate)),
-                     Parameter('model', value=args.model)]
+        overrides = [
+            Parameter('max_disparity', value=float(args.max_disparity)),
+            Parameter('expected_rate', value=float(args.rate)),
+            Parameter('model', value=args.model),
+        ]
         if args.backend:
             overrides.append(Parameter('backend', value=args.backend))
         try:
@@ -325,7 +413,9 @@ def run(args) -> int:
             sys.stdout.flush()
         nodes.append(node)
         print(f'generating {args.scenes} scenes at {w}x{h} ...', flush=True)
-        player = Player(ctx, make_scenes(args.scenes, h, w, args.max_disparity, args.seed), w, h, fx, baseline)
+        player = Player(
+            ctx, make_scenes(args.scenes, h, w, args.max_disparity, args.seed), w, h, fx, baseline
+        )
         nodes.append(player.node)
         rec = Recorder(player.node.get_clock(), player.truth)
         rq = QoSProfile(depth=2)
@@ -339,12 +429,19 @@ def run(args) -> int:
         spin.start()
         player.connect(node)
         info = node.matcher.info
-        print(f'playing {args.frames} pairs at {args.rate:g} Hz through stereo_node '
-              f'({info.backend} on {info.device}); Fast DDS profile {profile}', flush=True)
+        print(
+            f'playing {args.frames} pairs at {args.rate:g} Hz through stereo_node '
+            f'({info.backend} on {info.device}); Fast DDS profile {profile}',
+            flush=True,
+        )
         played = player.play(node, args.frames, args.rate, args.record)
         node.wait_idle(60)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and rec.last_stamp != player.last_stamp and node.health.published_total:
+        while (
+            time.monotonic() < deadline
+            and rec.last_stamp != player.last_stamp
+            and node.health.published_total
+        ):
             time.sleep(0.01)
         time.sleep(0.1)
         played.rss_end = rss_mb()

@@ -1,22 +1,46 @@
-"""`ffs-ros eval`: EPE, bad-1, bad-2, D1 on Middlebury Motorcycle (bundled with scikit-image) and a fixed
-held-out synthetic set, for a model beside OpenCV SGBM in the same run, with time per pair."""
+"""`ffs-ros eval`:
+
+EPE, bad-1, bad-2, D1 on Middlebury Motorcycle (bundled with scikit-image) and a fixed held-out
+synthetic set, for a model beside OpenCV SGBM in the same run, with time per pair.
+"""
+
 from __future__ import annotations
 
 
 def add_arguments(parser):
-    parser.add_argument('--model', default=None,
-                        help='model dir / .onnx / .pt (default: the shipped model in models/)')
-    parser.add_argument('--backend', default='auto', help='auto, onnxruntime, torch, tensorrt (model backend)')
-    parser.add_argument('--direct-torch', action='store_true',
-                        help='run a .pt checkpoint directly (no inference pipeline), e.g. during training')
-    parser.add_argument('--iters', type=int, default=None, help='refinement iterations (--direct-torch only)')
-    parser.add_argument('--datasets', default='motorcycle,synthetic', help='comma list: motorcycle,synthetic')
-    parser.add_argument('--max-size', type=int, default=None,
-                        help='downscale Motorcycle so its longer side is <= this (disparity scaled); default native 741')
+    parser.add_argument(
+        '--model',
+        default=None,
+        help='model dir / .onnx / .pt (default: the shipped model in models/)',
+    )
+    parser.add_argument(
+        '--backend', default='auto', help='auto, onnxruntime, torch, tensorrt (model backend)'
+    )
+    parser.add_argument(
+        '--direct-torch',
+        action='store_true',
+        help='run a .pt checkpoint directly (no inference pipeline), e.g. during training',
+    )
+    parser.add_argument(
+        '--iters', type=int, default=None, help='refinement iterations (--direct-torch only)'
+    )
+    parser.add_argument(
+        '--datasets', default='motorcycle,synthetic', help='comma list: motorcycle,synthetic'
+    )
+    parser.add_argument(
+        '--max-size',
+        type=int,
+        default=None,
+        help='downscale Motorcycle so its longer side is <= this (disparity scaled); default native 741',
+    )
     parser.add_argument('--synthetic-n', type=int, default=12, help='held-out synthetic pairs')
-    parser.add_argument('--sgbm-max-disp', type=int, default=None,
-                        help='SGBM disparity range (default: per data set, the ground-truth maximum rounded up '
-                             'to 16, the fairest setting for SGBM)')
+    parser.add_argument(
+        '--sgbm-max-disp',
+        type=int,
+        default=None,
+        help='SGBM disparity range (default: per data set, the ground-truth maximum rounded up '
+        'to 16, the fairest setting for SGBM)',
+    )
     parser.add_argument('--no-sgbm', action='store_true', help='skip the SGBM baseline')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads for the model')
     parser.add_argument('--json', default=None, help='also write all rows to this JSON file')
@@ -26,13 +50,19 @@ def _model_matcher(args):
     if args.direct_torch:
         from ffs_ros.model import load_model
         from ffs_ros.model.evaluate import TorchModelMatcher
+
         if not args.model:
             from ffs_ros.paths import default_model_dir
+
             args.model = str(default_model_dir() / 'ffs_small.pt')
-        return TorchModelMatcher(load_model(args.model), iters=args.iters, threads=args.threads), \
-            f'ffs_small torch ({"default" if args.iters is None else args.iters} it)'
+        return TorchModelMatcher(
+            load_model(args.model), iters=args.iters, threads=args.threads
+        ), f'ffs_small torch ({"default" if args.iters is None else args.iters} it)'
     from ffs_ros.inference import load_matcher
-    opts = {'remove_invisible': False}  # score every pixel with ground truth; SGBM keeps its own invalids
+
+    opts = {
+        'remove_invisible': False
+    }  # score every pixel with ground truth; SGBM keeps its own invalids
     if args.backend == 'onnxruntime':
         opts['threads'] = args.threads
     m = load_matcher(args.model, backend=args.backend, **opts)
@@ -43,6 +73,7 @@ def run(args) -> int:
     import json
 
     from ffs_ros.model import evaluate as ev
+
     names = [d.strip() for d in args.datasets.split(',') if d.strip()]
     unknown = [d for d in names if d not in ('motorcycle', 'synthetic')]
     if unknown:
@@ -55,14 +86,21 @@ def run(args) -> int:
         return 2
     results, rows_all = [], {}
     for ds in names:
-        pairs = ev.motorcycle(args.max_size) if ds == 'motorcycle' else ev.synthetic(args.synthetic_n)
+        pairs = (
+            ev.motorcycle(args.max_size) if ds == 'motorcycle' else ev.synthetic(args.synthetic_n)
+        )
         methods = [(label, matcher)]
         if not args.no_sgbm:
             import numpy as np
 
             from ffs_ros.inference import load_matcher
-            rng = args.sgbm_max_disp or int(np.ceil(max(float(np.max(p.gt[p.valid])) for p in pairs) / 16) * 16)
-            methods.append((f'opencv sgbm (range {rng})', load_matcher(backend='sgbm', max_disparity=rng)))
+
+            rng = args.sgbm_max_disp or int(
+                np.ceil(max(float(np.max(p.gt[p.valid])) for p in pairs) / 16) * 16
+            )
+            methods.append(
+                (f'opencv sgbm (range {rng})', load_matcher(backend='sgbm', max_disparity=rng))
+            )
         for label_, m in methods:
             rows, mean = ev.evaluate_matcher(m, pairs)
             results.append((ds, label_, mean))

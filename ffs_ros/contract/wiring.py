@@ -1,33 +1,45 @@
 """How the graphs of a model are wired together at one network size (pure; no runtime needed).
 
-* :func:`stage_plan` -- which feature outputs feed the post graph, in which dtype, and the correlation-volume
+* :func:`stage_plan` -- which feature outputs feed the post graph, in which dtype, and the
+correlation-volume
   parameters of a two-stage model at one network size (used by every backend).
-* :func:`feature_output_shapes` / :func:`graph_input_shapes` -- concrete tensor shapes at a network size (for
+* :func:`feature_output_shapes` / :func:`graph_input_shapes` -- concrete tensor shapes at a
+network size (for
   device buffers and TensorRT optimisation profiles).
 * :func:`to_nchw` / :func:`imagenet_normalise` -- the image layout every contract takes.
 """
+
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
+import functools
 
 import numpy as np
 
-from .files import (GWC_INPUT, GWC_SOURCES, IMAGENET_MEAN_255, IMAGENET_STD_255, MULTIPLE, ModelSource)
+from .files import (
+    GWC_INPUT,
+    GWC_SOURCES,
+    IMAGENET_MEAN_255,
+    IMAGENET_STD_255,
+    MULTIPLE,
+    ModelSource,
+)
 
 
 @dataclass(frozen=True)
 class StagePlan:
     """Wiring of a two-stage model at one network size."""
+
     net_hw: tuple[int, int]
-    post_feeds: dict          # post-graph input name (not gwc_volume) -> np.dtype it declares
+    post_feeds: dict  # post-graph input name (not gwc_volume) -> np.dtype it declares
     post_output: str
     num_groups: int
     num_disparities: int
     normalize: bool
     gwc_dtype: np.dtype
-    gwc_shape: tuple          # [1, G, D, H/4, W/4]
-    unused_features: tuple = ()  # feature outputs the post graph does not take (computed, never bound)
+    gwc_shape: tuple  # [1, G, D, H/4, W/4]
+    # feature outputs the post graph does not take (computed, never bound)
+    unused_features: tuple = ()
 
 
 def check_net_size(net_hw) -> tuple[int, int]:
@@ -38,13 +50,26 @@ def check_net_size(net_hw) -> tuple[int, int]:
 
 
 def stage_plan(src: ModelSource, net_hw: tuple[int, int]) -> StagePlan:
-    """Plan the feature -> volume -> post wiring of the two-stage model `src` at network size `net_hw`."""
+    """Plan the feature -> volume -> post wiring of the two-stage model `src` at network size
+    `net_hw`.
+    """
     h, w = check_net_size(net_hw)
     post_feeds = {t.name: t.dtype for t in src.post.inputs if t.name != GWC_INPUT}
     g, d = src.num_groups, src.num_disparities
-    unused = tuple(n for n in src.feature.output_names if n not in post_feeds and n not in GWC_SOURCES)
-    return StagePlan((h, w), post_feeds, src.disparity_output, g, d, src.config.normalize,
-                     np.dtype(src.gwc_dtype), (1, g, d, h // 4, w // 4), unused)
+    unused = tuple(
+        n for n in src.feature.output_names if n not in post_feeds and n not in GWC_SOURCES
+    )
+    return StagePlan(
+        (h, w),
+        post_feeds,
+        src.disparity_output,
+        g,
+        d,
+        src.config.normalize,
+        np.dtype(src.gwc_dtype),
+        (1, g, d, h // 4, w // 4),
+        unused,
+    )
 
 
 _STRIDES = {'_04': 4, '_08': 8, '_16': 16, '_32': 32, '_2x': 2}
@@ -53,9 +78,12 @@ _STRIDES = {'_04': 4, '_08': 8, '_16': 16, '_32': 32, '_2x': 2}
 def feature_output_shapes(src: ModelSource, net_hw: tuple[int, int]) -> dict:
     """Feature-graph output name -> concrete shape at network size `net_hw`.
 
-    Fixed dimensions come from the graph; symbolic spatial ones from the stride in the contract name
-    (``*_04`` = 1/4, ``*_08``, ``*_16``, ``*_32``, ``stem_2x`` = 1/2). When a channel axis is symbolic too (some
-    dynamic exports), the shapes are measured once by running the feature graph on zeros with ONNX Runtime (CPU).
+    Fixed dimensions come from the graph; symbolic spatial ones from the stride in the contract
+    name
+    (``*_04`` = 1/4, ``*_08``, ``*_16``, ``*_32``, ``stem_2x`` = 1/2). When a channel axis is
+    symbolic too (some
+    dynamic exports), the shapes are measured once by running the feature graph on zeros with ONNX
+    Runtime (CPU).
     A fixed graph at another size raises ValueError.
     """
     h, w = net_hw
@@ -71,8 +99,11 @@ def feature_output_shapes(src: ModelSource, net_hw: tuple[int, int]) -> dict:
         for axis, full in ((2, h), (3, w)):
             if isinstance(dims[axis], int):
                 if stride is not None and dims[axis] != full // stride:
-                    raise ValueError(f'{src.feature.path}: output {spec.name!r} is fixed at {spec.shape}, which '
-                                     f'does not match network size {w}x{h}')
+                    raise ValueError(
+                        f'{src.feature.path}: output {spec.name!r} is fixed at {spec.shape}, '
+                        'which '
+                        f'does not match network size {w}x{h}'
+                    )
             else:
                 dims[axis] = full // stride
         shapes[spec.name] = tuple(dims)
@@ -83,6 +114,7 @@ def feature_output_shapes(src: ModelSource, net_hw: tuple[int, int]) -> dict:
 def _probe_shapes(feature_path: str, net_hw: tuple[int, int]) -> tuple:
     """Run the feature graph once on zeros (ORT, CPU) and return ((name, shape), ...)."""
     import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(feature_path, sess_options=so, providers=['CPUExecutionProvider'])
@@ -92,7 +124,9 @@ def _probe_shapes(feature_path: str, net_hw: tuple[int, int]) -> tuple:
 
 
 def graph_input_shapes(source: ModelSource, role: str, net_hw) -> dict:
-    """Input name -> concrete shape of graph `role` ('feature', 'post' or 'single') at network size `net_hw`."""
+    """Input name -> concrete shape of graph `role` ('feature', 'post' or 'single') at network
+    size `net_hw`.
+    """
     h, w = check_net_size(net_hw)
     if role in ('feature', 'single'):
         if role == 'feature' and source.kind != 'two_stage':

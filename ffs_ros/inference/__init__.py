@@ -1,9 +1,12 @@
 """Stereo matching behind one interface: ``load_matcher(...)`` -> StereoMatcher.
 
-All backend policy lives here: which backend ``auto`` picks, the fall-back to SGBM while no model is installed,
-which options a backend takes (:mod:`.options`). Backends only say how a graph runs; the matcher around them is
+All backend policy lives here: which backend ``auto`` picks, the fall-back to SGBM while no model
+is installed,
+which options a backend takes (:mod:`.options`). Backends only say how a graph runs; the matcher
+around them is
 :class:`~.network.NetworkMatcher` (plus :class:`~.sgbm.SGBMMatcher`, the model-free baseline).
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,30 +27,41 @@ class NoModelInstalled(ValueError):
 
 
 def resolve_model_path(model) -> Path:
-    """`model` as a Path; None -> the shipped default model, with a clear error while none is shipped."""
+    """`model` as a Path; None -> the shipped default model, with a clear error while none is
+    shipped.
+    """
     if model is not None and str(model) != '':
         return Path(model).expanduser()
     from ffs_ros.paths import default_model_dir
+
     d = default_model_dir()
     if not d.is_dir() or not any(p.suffix in ('.onnx', '.pt', '.pth') for p in d.iterdir()):
-        raise NoModelInstalled(f'no default model is installed at {d}; pass a model (a Fast-FoundationStereo export '
-                               f'directory with feature_runner.onnx + post_runner.onnx, a single .onnx, or an ffs_ros '
-                               f'.pt) or use backend sgbm')
+        raise NoModelInstalled(
+            f'no default model is installed at {d}; pass a model (a Fast-FoundationStereo export '
+            'directory with feature_runner.onnx + post_runner.onnx, a single .onnx, or an '
+            'ffs_ros '
+            f'.pt) or use backend sgbm'
+        )
     return d
 
 
 def choose_backend(source, cuda_torch: bool | None = None, trt_ok: bool | None = None) -> str:
-    """'auto' policy: tensorrt if importable with CUDA (ONNX models), else torch/CUDA for our own checkpoint, else
-    onnxruntime (ONNX), else torch on CPU (checkpoint only)."""
+    """'auto' policy:
+
+    tensorrt if importable with CUDA (ONNX models), else torch/CUDA for our own checkpoint, else
+    onnxruntime (ONNX), else torch on CPU (checkpoint only).
+    """
     has_onnx = source.kind in ('two_stage', 'single', 'plugin')
     if trt_ok is None:
         from .tensorrt_build import tensorrt_usable
+
         trt_ok = tensorrt_usable() if has_onnx else False
     if source.kind == 'plugin':
         return 'tensorrt'
     if cuda_torch is None:
         try:
             import torch
+
             cuda_torch = torch.cuda.is_available()
         except ImportError:
             cuda_torch = False
@@ -64,10 +78,12 @@ def load_matcher(model=None, backend: str = 'auto', device=None, **options) -> S
     """Return a StereoMatcher for `model` on `backend`.
 
     model: a model directory or file (see ffs_ros.contract), or None for the shipped default model.
-    backend: 'auto', 'sgbm' (needs no model), 'onnxruntime', 'torch' or 'tensorrt'. 'auto' with no model given and
+    backend: 'auto', 'sgbm' (needs no model), 'onnxruntime', 'torch' or 'tensorrt'. 'auto' with no
+    model given and
     none installed falls back to sgbm (logged); every other failure raises.
     device: None (best available), 'cpu', 'cuda', 'cuda:N'.
-    options: see ffs_ros.inference.options (resize_mode, net_size, cuda_graph, precision, plugin_library, ...).
+    options: see ffs_ros.inference.options (resize_mode, net_size, cuda_graph, precision,
+    plugin_library, ...).
     Raises ValueError / RuntimeError with a message naming what to change.
     """
     if backend not in BACKENDS:
@@ -81,28 +97,48 @@ def load_matcher(model=None, backend: str = 'auto', device=None, **options) -> S
             options = {k: v for k, v in options.items() if k in _SGBM_ONLY}
     if backend == 'sgbm':
         from .sgbm import SGBMMatcher
+
         return SGBMMatcher(**check_options('sgbm', options))
     from ..contract import detect_model
+
     source = detect_model(resolve_model_path(model))
     if backend == 'auto':
         backend = choose_backend(source)
     options = check_options(backend, {k: v for k, v in options.items() if k not in _SGBM_ONLY})
-    common = {k: options.pop(k) for k in ('resize_mode', 'net_size', 'allow_upscale', 'remove_invisible',
-                                          'cuda_graph') if k in options}
+    common = {
+        k: options.pop(k)
+        for k in ('resize_mode', 'net_size', 'allow_upscale', 'remove_invisible', 'cuda_graph')
+        if k in options
+    }
     if backend == 'onnxruntime':
         from .onnx_backend import ort_graphs
+
         graphs = ort_graphs(source, device=device, **options)
     elif backend == 'torch':
         from .torch_backend import torch_graphs
+
         graphs = torch_graphs(source, device=device, **options)
     else:
         from .tensorrt_run import tensorrt_graphs
+
         if not options.get('workspace_gb'):
             options.pop('workspace_gb', None)
         graphs = tensorrt_graphs(source, device=device, **options)
     from .network import NetworkMatcher
+
     return NetworkMatcher(source, graphs, **common)
 
 
-__all__ = ['AUTO_FALLBACK_BACKEND', 'BACKENDS', 'MatcherInfo', 'NETWORK_BACKENDS', 'NoModelInstalled', 'OPTIONS',
-           'StereoMatcher', 'choose_backend', 'load_matcher', 'options_for', 'resolve_model_path']
+__all__ = [
+    'AUTO_FALLBACK_BACKEND',
+    'BACKENDS',
+    'MatcherInfo',
+    'NETWORK_BACKENDS',
+    'NoModelInstalled',
+    'OPTIONS',
+    'StereoMatcher',
+    'choose_backend',
+    'load_matcher',
+    'options_for',
+    'resolve_model_path',
+]

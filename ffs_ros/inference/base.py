@@ -1,4 +1,5 @@
 """The one interface every stereo backend implements, and what a matcher reports about itself."""
+
 from __future__ import annotations
 
 import abc
@@ -6,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Nominal sub-pixel resolution of a disparity (px): SGBM's exact 1/16 step; networks regress continuous values.
+# Nominal sub-pixel resolution of a disparity (px): SGBM's exact 1/16 step; networks regress
+# continuous values.
 DEFAULT_DELTA_D = 1.0 / 16.0
 
 
@@ -15,19 +17,23 @@ class MatcherInfo:
     """What a matcher reports for diagnostics, DisparityImage fields and tools.
 
     network_size: (H, W) the network runs at (None: any size / no network).
-    valid_window: (x, y, width, height) of the region of the *output image* (input resolution) where the matcher
-    can produce disparities, for the last input size seen (None before the first frame: the whole image).
-    max_disparity: the largest disparity the matcher searches, in output-image pixels (None: unknown).
+    valid_window: (x, y, width, height) of the region of the *output image* (input resolution)
+    where the matcher
+    can produce disparities, for the last input size seen (None before the first frame: the whole
+    image).
+    max_disparity: the largest disparity the matcher searches, in output-image pixels (None:
+    unknown).
     delta_d: the smallest disparity step it resolves (px).
     """
-    backend: str                                  # 'sgbm', 'onnxruntime', 'torch', 'tensorrt'
-    device: str = 'cpu'                           # 'cpu', 'cuda:0', ...
-    model: str = ''                               # model path or description
+
+    backend: str  # 'sgbm', 'onnxruntime', 'torch', 'tensorrt'
+    device: str = 'cpu'  # 'cpu', 'cuda:0', ...
+    model: str = ''  # model path or description
     network_size: tuple[int, int] | None = None
     valid_window: tuple[int, int, int, int] | None = None
     max_disparity: float | None = None
     delta_d: float = DEFAULT_DELTA_D
-    extra: dict = field(default_factory=dict)     # backend details (precision, resize mode, ...)
+    extra: dict = field(default_factory=dict)  # backend details (precision, resize mode, ...)
 
 
 class StereoMatcher(abc.ABC):
@@ -38,7 +44,8 @@ class StereoMatcher(abc.ABC):
     in `last_timings` (stage name -> milliseconds) for benchmarks and diagnostics.
     """
 
-    #: True when prepare() does real work (device buffers, engine builds): the node then calls it at start-up
+    # : True when prepare() does real work (device buffers, engine builds): the node then calls it
+    # at start-up
     prepares: bool = False
 
     def __init__(self) -> None:
@@ -54,9 +61,12 @@ class StereoMatcher(abc.ABC):
         """Compute the disparity of `left` against `right` (both HxWx3 uint8 RGB)."""
 
     def prepare(self, in_hw: tuple[int, int]) -> None:
-        """Get ready for inputs of size (H, W) (e.g. build TensorRT engines) so the first frame does not wait.
+        """Get ready for inputs of size (H, W) (e.g.
 
-        Optional; matchers with nothing to prepare do nothing. May take minutes (engine builds)."""
+        build TensorRT engines) so the first frame does not wait.
+
+        Optional; matchers with nothing to prepare do nothing. May take minutes (engine builds).
+        """
 
     def close(self) -> None:
         """Release device resources (optional)."""
@@ -69,6 +79,10 @@ def check_pair(left: np.ndarray, right: np.ndarray) -> None:
     """Raise ValueError unless left/right are same-size HxWx3 uint8 arrays."""
     for name, im in (('left', left), ('right', right)):
         if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-            raise ValueError(f'{name} image must be HxWx3 uint8 RGB, got shape {im.shape} dtype {im.dtype}')
+            raise ValueError(
+                f'{name} image must be HxWx3 uint8 RGB, got shape {im.shape} dtype {im.dtype}'
+            )
     if left.shape != right.shape:
-        raise ValueError(f'left {left.shape[:2]} and right {right.shape[:2]} images differ in size')
+        raise ValueError(
+            f'left {left.shape[:2]} and right {right.shape[:2]} images differ in size'
+        )

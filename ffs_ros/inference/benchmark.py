@@ -1,11 +1,15 @@
 """Where the time of a network matcher goes, per stage (``python -m ffs_ros.inference.benchmark``).
 
-Runs a matcher on a generated textured pair at the given size and prints, per stage, the median and the minimum
-wall-clock ms over the timed iterations, and the share of everything that is not the two graphs (preprocess + GWC
-+ postprocess + glue) in the whole ``match`` call (median per call, and from the per-stage minima, which is robust
+Runs a matcher on a generated textured pair at the given size and prints, per stage, the median
+and the minimum
+wall-clock ms over the timed iterations, and the share of everything that is not the two graphs
+(preprocess + GWC
++ postprocess + glue) in the whole ``match`` call (median per call, and from the per-stage minima,
+which is robust
 to other processes on a shared machine). ``ffs-ros bench`` covers the full node path; this is the
 model-only view used for the README tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +43,7 @@ def measure(matcher, left, right, iters: int = 5, warmup: int = 1) -> dict:
 
 def main(argv=None) -> int:
     from ffs_ros.inference import load_matcher
+
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--model', required=True)
     p.add_argument('--backend', default='onnxruntime')
@@ -50,7 +55,7 @@ def main(argv=None) -> int:
     w, h = (int(v) for v in args.size.lower().split('x'))
     rng = np.random.default_rng(0)
     tex = (rng.random((h, w + 32, 3)) * 255).astype(np.uint8)
-    left, right = np.ascontiguousarray(tex[:, :w]), np.ascontiguousarray(tex[:, 32:])
+    left, right = np.ascontiguousarray(tex[:,:w]), np.ascontiguousarray(tex[:, 32:])
     m = load_matcher(args.model, args.backend, args.device)
     res = measure(m, left, right, args.iters, args.warmup)
     res.update(backend=m.info.backend, device=m.info.device, size=f'{w}x{h}', model=m.info.model)

@@ -1,13 +1,20 @@
-"""Where a network matcher's device work runs: one torch device, one non-default stream, timing by events.
+"""Where a network matcher's device work runs:
 
-Every build, load and run of a device-resident network goes through :meth:`Device.scope`, which makes the matcher's
-GPU the current CUDA device (TensorRT binds engines and contexts to the device current when they are created) and
-its own stream the current torch stream (TensorRT adds device-wide synchronisations on stream 0, and stream 0
+one torch device, one non-default stream, timing by events.
+
+Every build, load and run of a device-resident network goes through :meth:`Device.scope`, which
+makes the matcher's
+GPU the current CUDA device (TensorRT binds engines and contexts to the device current when they
+are created) and
+its own stream the current torch stream (TensorRT adds device-wide synchronisations on stream 0,
+and stream 0
 cannot be graph-captured). On a CPU the scope only records which device is active (tests check it).
 
-Stage times come from a :class:`StageClock`: CUDA events recorded on the stream and read once, after the result
+Stage times come from a :class:`StageClock`: CUDA events recorded on the stream and read once,
+after the result
 has been downloaded (no synchronisation per stage), or ``perf_counter`` on the host.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,23 +25,33 @@ _ACTIVE = threading.local()
 
 
 def resolve_torch_device(device):
-    """'cuda', 'cuda:1', 'cpu' or None (CUDA if available) -> torch.device, with a clear error if CUDA is absent."""
+    """'cuda', 'cuda:1', 'cpu' or None (CUDA if available) -> torch.device, with a clear error if
+    CUDA is absent.
+    """
     import torch
+
     if device is None or device in ('', 'auto'):
         return torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise ValueError(f'device {device!r} is not a device name; use cpu, cuda or cuda:N') from exc
+        raise ValueError(
+            f'device {device!r} is not a device name; use cpu, cuda or cuda:N'
+        ) from exc
     if dev.type == 'cuda':
         if not torch.cuda.is_available():
-            raise RuntimeError(f'device {device!r} requested but torch sees no CUDA GPU (torch {torch.__version__}); '
-                               f'use device cpu, or install a CUDA build of torch')
+            raise RuntimeError(
+                f'device {device!r} requested but torch sees no CUDA GPU (torch '
+                f'{torch.__version__}); '
+                f'use device cpu, or install a CUDA build of torch'
+            )
         index = 0 if dev.index is None else dev.index
         if index >= torch.cuda.device_count():
-            raise RuntimeError(f'device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) '
-                               f'are visible (CUDA_VISIBLE_DEVICES?); use cuda:0 .. '
-                               f'cuda:{torch.cuda.device_count() - 1}')
+            raise RuntimeError(
+                f'device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) '
+                f'are visible (CUDA_VISIBLE_DEVICES?); use cuda:0 .. '
+                f'cuda:{torch.cuda.device_count() - 1}'
+            )
         dev = torch.device('cuda', index)
     elif dev.type != 'cpu':
         raise ValueError(f'device {device!r} is not supported; use cpu, cuda or cuda:N')
@@ -49,12 +66,14 @@ def active_device():
 class Device:
     """A torch device with the matcher's own stream.
 
-    `stream`: normally None (a new non-default ``torch.cuda.Stream`` on CUDA, none on CPU); tests pass a stand-in
+    `stream`: normally None (a new non-default ``torch.cuda.Stream`` on CUDA, none on CPU); tests
+    pass a stand-in
     with a ``cuda_stream`` handle to exercise code that hands the stream to TensorRT without a GPU.
     """
 
     def __init__(self, spec=None, stream=None) -> None:
         import torch
+
         self.torch = torch
         self.device = resolve_torch_device(spec)
         self.is_cuda = self.device.type == 'cuda'
@@ -68,12 +87,16 @@ class Device:
 
     @property
     def stream_handle(self) -> int:
-        """cudaStream_t of the matcher's stream as an int (what TensorRT's execute_async_v3 takes); 0 on CPU."""
+        """cudaStream_t of the matcher's stream as an int (what TensorRT's execute_async_v3
+        takes); 0 on CPU.
+        """
         return int(self.stream.cuda_stream) if self.stream is not None else 0
 
     @contextlib.contextmanager
     def scope(self):
-        """Make this device current and its stream the current stream for the block (re-entrant)."""
+        """Make this device current and its stream the current stream for the block
+        (re-entrant).
+        """
         previous = active_device()
         _ACTIVE.device = self
         try:
@@ -95,7 +118,10 @@ class Device:
 
 
 class StageClock:
-    """Splits a frame into named stages: ``mark(stage)`` ends the current stage; ``read()`` -> {stage: ms}."""
+    """Splits a frame into named stages:
+
+    ``mark(stage)`` ends the current stage; ``read()`` -> {stage: ms}.
+    """
 
     def mark(self, stage: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -119,8 +145,10 @@ class HostClock(StageClock):
 
 
 class EventClock(StageClock):
-    """CUDA events recorded on the stream; read only after the stream has been synchronised (elapsed_time on an
-    unfinished event raises), so timing adds no synchronisation."""
+    """CUDA events recorded on the stream; read only after the stream has been synchronised
+    (elapsed_time on an
+    unfinished event raises), so timing adds no synchronisation.
+    """
 
     def __init__(self, torch, stream) -> None:
         self.torch, self.stream = torch, stream

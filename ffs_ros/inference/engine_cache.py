@@ -1,18 +1,22 @@
 """Where built TensorRT engines are kept and when they must be rebuilt (pure; no TensorRT needed).
 
-An engine is valid only for the exact ONNX bytes, TensorRT version, GPU model and compute capability, precision and
-input shapes it was built for; all of these go into the cache key, so any change selects another file and the engine
-is rebuilt. Default directory: ``~/.cache/ffs_ros/engines/`` (``$XDG_CACHE_HOME/ffs_ros/engines`` when set;
+An engine is valid only for the exact ONNX bytes, TensorRT version, GPU model and compute
+capability, precision and
+input shapes it was built for; all of these go into the cache key, so any change selects another
+file and the engine
+is rebuilt. Default directory: ``~/.cache/ffs_ros/engines/`` (``$XDG_CACHE_HOME/ffs_ros/engines``
+when set;
 ``FFS_ROS_ENGINE_CACHE`` overrides both).
 """
+
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 import hashlib
 import json
 import os
-import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
+import threading
 
 PRECISIONS = ('fp16', 'fp32')
 
@@ -39,16 +43,19 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
 @dataclass(frozen=True)
 class EngineKey:
     """Everything an engine's validity depends on."""
+
     onnx_sha256: str
     trt_version: str
     gpu_name: str
     compute_capability: tuple
     precision: str
-    shapes: tuple            # ((input name, (dims...)), ...) sorted by name
+    shapes: tuple  # ((input name, (dims...)), ...) sorted by name
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {self.precision!r}')
+            raise ValueError(
+                f'precision must be one of {", ".join(PRECISIONS)}, got {self.precision!r}'
+            )
 
     def digest(self) -> str:
         payload = json.dumps(asdict(self), sort_keys=True, default=list)
@@ -58,11 +65,23 @@ class EngineKey:
         return f'{stem}-{self.precision}-{self.digest()[:16]}.engine'
 
 
-def make_key(onnx_path, trt_version: str, gpu_name: str, compute_capability, precision: str,
-             input_shapes: dict) -> EngineKey:
+def make_key(
+    onnx_path,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability,
+    precision: str,
+    input_shapes: dict,
+) -> EngineKey:
     shapes = tuple(sorted((str(n), tuple(int(d) for d in s)) for n, s in input_shapes.items()))
-    return EngineKey(file_sha256(onnx_path), str(trt_version), str(gpu_name),
-                     tuple(int(c) for c in compute_capability), precision, shapes)
+    return EngineKey(
+        file_sha256(onnx_path),
+        str(trt_version),
+        str(gpu_name),
+        tuple(int(c) for c in compute_capability),
+        precision,
+        shapes,
+    )
 
 
 def cached_engine_path(onnx_path, key: EngineKey, directory=None) -> Path:
@@ -76,9 +95,12 @@ def needs_build(engine_path, force: bool = False) -> bool:
 
 
 def install_engine(built, engine_path, key: EngineKey) -> Path:
-    """Atomically move a freshly built engine file (a name unique to its builder) into place, plus a JSON sidecar
-    describing the key (for humans and tooling). Two processes building the same key both succeed; the last
-    rename wins, and both files are the same engine."""
+    """Atomically move a freshly built engine file (a name unique to its builder) into place, plus
+    a JSON sidecar
+    describing the key (for humans and tooling). Two processes building the same key both succeed;
+    the last
+    rename wins, and both files are the same engine.
+    """
     p = Path(engine_path)
     p.parent.mkdir(parents=True, exist_ok=True)
     os.replace(built, p)
@@ -91,5 +113,7 @@ def install_engine(built, engine_path, key: EngineKey) -> Path:
 
 def timing_cache_path(directory, trt_version: str, gpu_name: str, compute_capability) -> Path:
     """The TensorRT timing cache for one TensorRT version and GPU, beside the engines."""
-    tag = hashlib.sha256(f'{trt_version}|{gpu_name}|{tuple(compute_capability)}'.encode()).hexdigest()[:16]
+    tag = hashlib.sha256(
+        f'{trt_version}|{gpu_name}|{tuple(compute_capability)}'.encode()
+    ).hexdigest()[:16]
     return Path(directory or cache_dir()) / f'timing-{tag}.cache'

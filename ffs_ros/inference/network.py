@@ -1,27 +1,36 @@
 """The one network matcher: plan -> preprocess -> run the network -> postprocess.
 
-A backend only says how one graph runs (:class:`Graphs`): ONNX Runtime, PyTorch or TensorRT. Everything else is
+A backend only says how one graph runs (:class:`Graphs`): ONNX Runtime, PyTorch or TensorRT.
+Everything else is
 here, once:
 
 * **plan** -- fit the camera image to the network size (:mod:`.letterbox`);
 * **preprocess** -- letterbox, NCHW float, ImageNet normalisation for the single-engine contract;
-* **network** -- the contract's wiring: ``feature`` graph -> group-wise correlation volume -> ``post`` graph
+* **network** -- the contract's wiring: ``feature`` graph -> group-wise correlation volume ->
+``post`` graph
   (two-stage), or one graph (``single`` / ``plugin``);
 * **postprocess** -- crop, resize back, scale, invalidate (NaN where no match is possible).
 
-Two runners share that sequence. On the **host** (numpy; ONNX Runtime on a CPU) OpenCV does the letterbox and the
-volume is the BLAS one. On a **device** (torch tensors; CUDA on robots, CPU in tests) everything runs inside the
-matcher's :class:`~.device.Device` scope, on its own stream: the pair goes up in one copy from a reused pinned buffer,
-letterbox/normalise/volume/crop/resize happen on the device, the disparity comes down in one copy, and the stream is
-synchronised once, after which the stage times (CUDA events) are read. Optionally (``cuda_graph``) the network part is
-captured once per network size into a CUDA graph and replayed; a size that cannot be captured is logged once and
+Two runners share that sequence. On the **host** (numpy; ONNX Runtime on a CPU) OpenCV does the
+letterbox and the
+volume is the BLAS one. On a **device** (torch tensors; CUDA on robots, CPU in tests) everything
+runs inside the
+matcher's :class:`~.device.Device` scope, on its own stream: the pair goes up in one copy from a
+reused pinned buffer,
+letterbox/normalise/volume/crop/resize happen on the device, the disparity comes down in one copy,
+and the stream is
+synchronised once, after which the stage times (CUDA events) are read. Optionally (``cuda_graph``)
+the network part is
+captured once per network size into a CUDA graph and replayed; a size that cannot be captured is
+logged once and
 runs without a graph.
 """
+
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import logging
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,8 +38,16 @@ from ..contract import GWC_INPUT, GWC_SOURCES, ModelSource, imagenet_normalise, 
 from ..contract.gwc import gwc_volume_numpy, gwc_volume_tensor
 from .base import DEFAULT_DELTA_D, MatcherInfo, StereoMatcher, check_pair
 from .device import Device, HostClock
-from .letterbox import (ResizePlan, from_network, from_network_torch, invalidate, plan_for_input, plan_resize,
-                        to_network, to_network_torch)
+from .letterbox import (
+    ResizePlan,
+    from_network,
+    from_network_torch,
+    invalidate,
+    plan_for_input,
+    plan_resize,
+    to_network,
+    to_network_torch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +58,28 @@ STAGES = ('preprocess', 'feature', 'gwc', 'post', 'postprocess')
 class Graphs:
     """What a backend supplies: one runnable per graph role, and where they run.
 
-    graphs: role ('feature' + 'post', or 'single') -> runnable. Host runnables have ``run(feeds) -> outputs`` on
-    numpy arrays. Device runnables have ``prepare(net_hw, shared) -> {name: tensor}`` (set up for one network size;
-    returns the stable tensors they read and write, adopting tensors of `shared` -- the previous graph's outputs --
-    as inputs where they can; {} when they take any tensor) and ``run(feeds, net_hw) -> outputs`` on torch
+    graphs: role ('feature' + 'post', or 'single') -> runnable. Host runnables have ``run(feeds)
+    -> outputs`` on
+    numpy arrays. Device runnables have ``prepare(net_hw, shared) -> {name: tensor}`` (set up for
+    one network size;
+    returns the stable tensors they read and write, adopting tensors of `shared` -- the previous
+    graph's outputs --
+    as inputs where they can; {} when they take any tensor) and ``run(feeds, net_hw) -> outputs``
+    on torch
     tensors, enqueued on the current stream.
     device: the :class:`Device` for device runnables; None for host ones.
-    plan: net_hw -> StagePlan for the volume between feature and post (default: read from the ONNX graphs).
+    plan: net_hw -> StagePlan for the volume between feature and post (default: read from the ONNX
+    graphs).
     """
+
     backend: str
     graphs: dict
     device: Device | None = None
     details: dict = field(default_factory=dict)
-    gwc_threads: int | None = None          # host volume worker threads (None: one per core)
-    allow_cuda_graph: bool = True           # False: this backend cannot be captured (the caller is told why)
+    gwc_threads: int | None = None  # host volume worker threads (None: one per core)
+    allow_cuda_graph: bool = (
+        True  # False: this backend cannot be captured (the caller is told why)
+    )
     cuda_graph_refusal: str = ''
     plan: object = None
 
@@ -70,14 +95,23 @@ class Graphs:
 class NetworkMatcher(StereoMatcher):
     """StereoMatcher for every network backend.
 
-    Options: ``resize_mode`` ('letterbox' | 'stretch'), ``allow_upscale`` (scale > 1 for small images on a
-    fixed-size graph), ``net_size`` ((H, W) to run a dynamic graph at a fixed size), ``remove_invisible`` (NaN where
+    Options: ``resize_mode`` ('letterbox' | 'stretch'), ``allow_upscale`` (scale > 1 for small
+    images on a
+    fixed-size graph), ``net_size`` ((H, W) to run a dynamic graph at a fixed size),
+    ``remove_invisible`` (NaN where
     x - d < 0: no match possible in the right image), ``cuda_graph`` (device runner on CUDA only).
     """
 
-    def __init__(self, source: ModelSource, graphs: Graphs, resize_mode: str = 'letterbox',
-                 allow_upscale: bool = False, net_size=None, remove_invisible: bool = True,
-                 cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        graphs: Graphs,
+        resize_mode: str = 'letterbox',
+        allow_upscale: bool = False,
+        net_size=None,
+        remove_invisible: bool = True,
+        cuda_graph: bool = False,
+    ) -> None:
         super().__init__()
         self.source = source
         self.graphs = graphs
@@ -88,16 +122,21 @@ class NetworkMatcher(StereoMatcher):
         if net_size is not None:
             net_size = (int(net_size[0]), int(net_size[1]))
             if fixed is not None and tuple(net_size) != fixed:
-                raise ValueError(f'net_size {net_size[1]}x{net_size[0]} conflicts with the model, which is fixed '
-                                 f'at {fixed[1]}x{fixed[0]}; drop net_size or re-export the model')
+                raise ValueError(
+                    f'net_size {net_size[1]}x{net_size[0]} conflicts with the model, which is '
+                    'fixed '
+                    f'at {fixed[1]}x{fixed[0]}; drop net_size or re-export the model'
+                )
             if net_size[0] % 32 or net_size[1] % 32:
                 raise ValueError(f'net_size {net_size[1]}x{net_size[0]} must be multiples of 32')
         self.net_size = fixed or net_size
         plan_resize((32, 32), self.net_size, resize_mode)  # validates resize_mode early
         if cuda_graph:
             if not graphs.allow_cuda_graph:
-                raise ValueError(graphs.cuda_graph_refusal or f'cuda_graph is not supported by backend '
-                                                            f'{graphs.backend}; drop the option')
+                raise ValueError(
+                    graphs.cuda_graph_refusal
+                    or f'cuda_graph is not supported by backend {graphs.backend}; drop the option'
+                )
             if not (graphs.on_device and graphs.device.is_cuda):
                 raise ValueError('cuda_graph=True needs a CUDA device; drop the option on CPU')
         self.cuda_graph = bool(cuda_graph)
@@ -105,51 +144,79 @@ class NetworkMatcher(StereoMatcher):
         self.last_plan: ResizePlan | None = None
         self._lock = threading.Lock()
         self._host_vol: dict = {}
-        self._sized: dict = {}        # net_hw -> _DeviceBuffers
+        self._sized: dict = {}  # net_hw -> _DeviceBuffers
         self._pinned: dict = {}
-        self._captured: dict = {}     # net_hw -> (graph, static input, static output) or None (capture failed)
+        # net_hw -> (graph, static input, static output) or None (capture failed)
+        self._captured: dict = {}
         if graphs.on_device:
             import torch
+
             from ..contract import IMAGENET_MEAN_255, IMAGENET_STD_255
-            self._mean = torch.tensor(IMAGENET_MEAN_255, device=self.device.device).view(1, 3, 1, 1)
+
+            self._mean = torch.tensor(IMAGENET_MEAN_255, device=self.device.device).view(
+                1, 3, 1, 1
+            )
             self._std = torch.tensor(IMAGENET_STD_255, device=self.device.device).view(1, 3, 1, 1)
 
-    # -- reporting ------------------------------------------------------------------------------------------------
+    # -- reporting
+    # ------------------------------------------------------------------------------------------------
     def plan_for(self, in_hw) -> ResizePlan:
         return plan_for_input(in_hw, self.net_size, self.resize_mode, self.allow_upscale)
 
     @property
     def info(self) -> MatcherInfo:
-        extra = {'resize_mode': self.resize_mode, 'model_kind': self.source.kind, 'cuda_graph': self.cuda_graph}
+        extra = {
+            'resize_mode': self.resize_mode,
+            'model_kind': self.source.kind,
+            'cuda_graph': self.cuda_graph,
+        }
         extra.update(self.graphs.details)
         max_disp = self.graphs.details.get('max_disp')
         if self.source.kind == 'two_stage':
-            extra.update(normalize=self.source.config.normalize, num_groups=self.source.num_groups,
-                         num_disparities=self.source.num_disparities)
+            extra.update(
+                normalize=self.source.config.normalize,
+                num_groups=self.source.num_groups,
+                num_disparities=self.source.num_disparities,
+            )
             max_disp = float(4 * self.source.num_disparities)
         elif self.source.config.max_disp:
             max_disp = float(self.source.config.max_disp)
         window, net = None, self.net_size
         p = self.last_plan
         if p is not None:
-            # the network covers the whole image (letterbox: scaled into the valid region, then resized back)
+            # the network covers the whole image (letterbox: scaled into the valid region, then
+            # resized back)
             window = (0, 0, p.in_hw[1], p.in_hw[0])
             net = p.net_hw
             extra.update(scale=(p.scale_x, p.scale_y))
             if max_disp is not None:
                 max_disp = max_disp / p.scale_x
-        device = str(self.device) if self.device is not None else self.graphs.details.get('device', 'cpu')
-        return MatcherInfo(backend=self.graphs.backend, device=device, model=self.source.describe(),
-                           network_size=net, valid_window=window, max_disparity=max_disp, delta_d=DEFAULT_DELTA_D,
-                           extra=extra)
+        device = (
+            str(self.device)
+            if self.device is not None
+            else self.graphs.details.get('device', 'cpu')
+        )
+        return MatcherInfo(
+            backend=self.graphs.backend,
+            device=device,
+            model=self.source.describe(),
+            network_size=net,
+            valid_window=window,
+            max_disparity=max_disp,
+            delta_d=DEFAULT_DELTA_D,
+            extra=extra,
+        )
 
-    # -- entry points ---------------------------------------------------------------------------------------------
+    # -- entry points
+    # ---------------------------------------------------------------------------------------------
     @property
     def prepares(self) -> bool:
         return self.graphs.on_device
 
     def prepare(self, in_hw) -> None:
-        """Build/allocate everything the network needs for inputs of size `in_hw` (engines are built here)."""
+        """Build/allocate everything the network needs for inputs of size `in_hw` (engines are
+        built here).
+        """
         plan = self.plan_for(in_hw)
         if not self.graphs.on_device:
             return
@@ -176,7 +243,8 @@ class NetworkMatcher(StereoMatcher):
         self._captured.clear()
         self._sized.clear()
 
-    # -- host runner ----------------------------------------------------------------------------------------------
+    # -- host runner
+    # ----------------------------------------------------------------------------------------------
     def _match_host(self, left, right, plan: ResizePlan):
         clock = HostClock()
         l_in, r_in = to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))
@@ -203,10 +271,17 @@ class NetworkMatcher(StereoMatcher):
         clock.mark('feature')
         vol = self._host_vol.get(net_hw)
         if vol is None:
-            self._host_vol.clear()          # keep only the current size's buffer
+            self._host_vol.clear()  # keep only the current size's buffer
             vol = self._host_vol[net_hw] = np.empty(plan.gwc_shape, plan.gwc_dtype)
-        gwc_volume_numpy(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups, plan.num_disparities,
-                         plan.normalize, out=vol, threads=self.graphs.gwc_threads)
+        gwc_volume_numpy(
+            feats[GWC_SOURCES[0]],
+            feats[GWC_SOURCES[1]],
+            plan.num_groups,
+            plan.num_disparities,
+            plan.normalize,
+            out=vol,
+            threads=self.graphs.gwc_threads,
+        )
         feeds = {n: feats[n].astype(dt, copy=False) for n, dt in plan.post_feeds.items()}
         feeds[GWC_INPUT] = vol
         clock.mark('gwc')
@@ -214,7 +289,8 @@ class NetworkMatcher(StereoMatcher):
         clock.mark('post')
         return disp[0, 0]
 
-    # -- device runner --------------------------------------------------------------------------------------------
+    # -- device runner
+    # --------------------------------------------------------------------------------------------
     def _match_device(self, left, right, plan: ResizePlan):
         dev = self.device
         with self.torch_inference(), dev.scope():
@@ -225,21 +301,26 @@ class NetworkMatcher(StereoMatcher):
                 disp = self._network_device(x, plan.net_hw, clock)
                 out = self._download(disp, plan, clock)
             finally:
-                # the one wait: the result is needed on the host (and after a failure, the pinned buffers must
-                # not be rewritten by the next frame while a copy from this one may still be in flight)
+                # the one wait: the result is needed on the host (and after a failure, the pinned
+                # buffers must
+                # not be rewritten by the next frame while a copy from this one may still be in
+                # flight)
                 dev.synchronize()
-            timings = clock.read()                   # events are complete now
+            timings = clock.read()  # events are complete now
         return np.array(out, dtype=np.float32, copy=True) if dev.is_cuda else out, timings
 
     def torch_inference(self):
         import torch
+
         return torch.inference_mode()
 
     def _upload(self, left, right, plan: ResizePlan):
         import torch
+
         dev = self.device
         if not dev.is_cuda:
-            # CPU: letterbox with OpenCV (small torch elementwise ops stall in torch's thread pool on a busy CPU)
+            # CPU: letterbox with OpenCV (small torch elementwise ops stall in torch's thread pool
+            # on a busy CPU)
             x = np.concatenate([to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))])
             if self.source.prenormalised:
                 imagenet_normalise(x)
@@ -247,10 +328,12 @@ class NetworkMatcher(StereoMatcher):
         host = self._pinned.get(left.shape)
         if host is None:  # page-locked staging buffer, reused while the image size stays
             self._pinned = {k: v for k, v in self._pinned.items() if k[0] == 'out'}
-            host = self._pinned[left.shape] = torch.empty((2,) + left.shape, dtype=torch.uint8, pin_memory=True)
+            host = self._pinned[left.shape] = torch.empty(
+                (2,) + left.shape, dtype=torch.uint8, pin_memory=True
+            )
         host[0].numpy()[...] = left
         host[1].numpy()[...] = right
-        pair = host.to(dev.device, non_blocking=True)                     # the one upload, on our stream
+        pair = host.to(dev.device, non_blocking=True)  # the one upload, on our stream
         x = to_network_torch(pair.permute(0, 3, 1, 2).float(), plan)
         if self.source.prenormalised:
             x = (x - self._mean) / self._std
@@ -258,11 +341,14 @@ class NetworkMatcher(StereoMatcher):
 
     def _download(self, disp, plan: ResizePlan, clock):
         import torch
+
         dev = self.device
         if not dev.is_cuda:
             d = disp.detach().float().numpy()[0, 0]
             out = from_network(d, plan)
-            if np.shares_memory(out, d):     # a graph's output buffer: the next frame would overwrite it
+            if np.shares_memory(
+                out, d
+            ):  # a graph's output buffer: the next frame would overwrite it
                 out = out.copy()
             out = invalidate(out, self.remove_invisible)
             clock.mark('postprocess')
@@ -277,8 +363,10 @@ class NetworkMatcher(StereoMatcher):
         host = self._pinned.get(key)
         if host is None:
             self._pinned = {k: v for k, v in self._pinned.items() if k[0] != 'out'}
-            host = self._pinned[key] = torch.empty(tuple(d.shape), dtype=torch.float32, pin_memory=True)
-        host.copy_(d, non_blocking=True)                                   # the one download, on our stream
+            host = self._pinned[key] = torch.empty(
+                tuple(d.shape), dtype=torch.float32, pin_memory=True
+            )
+        host.copy_(d, non_blocking=True)  # the one download, on our stream
         clock.mark('postprocess')
         return host.numpy()
 
@@ -296,12 +384,17 @@ class NetworkMatcher(StereoMatcher):
         return self._stages(x[0:1], x[1:2], net_hw, clock)
 
     def _capture(self, x, net_hw):
-        """Capture the network stages at `net_hw` into a CUDA graph on our stream; None (logged once) on failure."""
+        """Capture the network stages at `net_hw` into a CUDA graph on our stream; None (logged
+        once) on failure.
+        """
         import torch
+
         dev = self.device
         try:
             static_in = x.clone()
-            self._stages(static_in[0:1], static_in[1:2], net_hw, None)   # warm-up: lazy init is not captured
+            self._stages(
+                static_in[0:1], static_in[1:2], net_hw, None
+            )  # warm-up: lazy init is not captured
             dev.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=dev.stream, capture_error_mode='thread_local'):
@@ -309,21 +402,31 @@ class NetworkMatcher(StereoMatcher):
             dev.synchronize()
             return graph, static_in, static_out
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run without a graph
-            log.warning('CUDA graph capture failed at network size %dx%d (%s: %s); running without CUDA graphs for '
-                        'this size (same results, more launch overhead)', net_hw[1], net_hw[0],
-                        type(exc).__name__, exc)
+            log.warning(
+                'CUDA graph capture failed at network size %dx%d (%s: %s); running without CUDA '
+                'graphs for '
+                'this size (same results, more launch overhead)',
+                net_hw[1],
+                net_hw[0],
+                type(exc).__name__,
+                exc,
+            )
             try:
                 dev.synchronize()
-            except Exception:  # noqa: BLE001 - a failed capture can leave a sticky error; nothing more to do
+            # noqa: BLE001 - a failed capture can leave a sticky error; nothing more to do
+            except Exception:
                 pass
             return None
 
     def _buffers(self, net_hw) -> '_DeviceBuffers':
-        """Prepare every graph for `net_hw` once (engine builds, buffer binding) and plan the volume buffer."""
+        """Prepare every graph for `net_hw` once (engine builds, buffer binding) and plan the
+        volume buffer.
+        """
         bufs = self._sized.get(net_hw)
         if bufs is not None:
             return bufs
         import torch
+
         g = self.graphs.graphs
         if not self.graphs.two_stage:
             g['single'].prepare(net_hw, {})
@@ -334,15 +437,21 @@ class NetworkMatcher(StereoMatcher):
             post_in = g['post'].prepare(net_hw, feats)
             vol = post_in.get(GWC_INPUT)
             if vol is None:
-                vol = torch.empty(plan.gwc_shape, dtype=getattr(torch, plan.gwc_dtype.name),
-                                  device=self.device.device)
+                vol = torch.empty(
+                    plan.gwc_shape,
+                    dtype=getattr(torch, plan.gwc_dtype.name),
+                    device=self.device.device,
+                )
             bufs = _DeviceBuffers(plan, vol)
         self._sized[net_hw] = bufs
         return bufs
 
     def _stages(self, left, right, net_hw, clock):
-        """[1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor (on the current stream)."""
+        """[1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor (on the
+        current stream).
+        """
         import torch
+
         bufs = self._buffers(net_hw)
         g = self.graphs.graphs
         a, b = self.source.image_inputs
@@ -354,9 +463,17 @@ class NetworkMatcher(StereoMatcher):
         plan = bufs.plan
         feats = g['feature'].run({a: left, b: right}, net_hw)
         mark('feature')
-        gwc_volume_tensor(feats[GWC_SOURCES[0]], feats[GWC_SOURCES[1]], plan.num_groups, plan.num_disparities,
-                          plan.normalize, out=bufs.volume)
-        if plan.post_feeds is None:           # the post stage takes every feature as it comes (torch modules)
+        gwc_volume_tensor(
+            feats[GWC_SOURCES[0]],
+            feats[GWC_SOURCES[1]],
+            plan.num_groups,
+            plan.num_disparities,
+            plan.normalize,
+            out=bufs.volume,
+        )
+        if (
+            plan.post_feeds is None
+        ):  # the post stage takes every feature as it comes (torch modules)
             feeds = dict(feats)
         else:
             feeds = {}
@@ -369,12 +486,16 @@ class NetworkMatcher(StereoMatcher):
         mark('post')
         return disp
 
-
     def _plan(self, net_hw):
-        return self.graphs.plan(net_hw) if self.graphs.plan is not None else stage_plan(self.source, net_hw)
+        return (
+            self.graphs.plan(net_hw)
+            if self.graphs.plan is not None
+            else stage_plan(self.source, net_hw)
+        )
 
 
 @dataclass
 class _DeviceBuffers:
-    plan: object          # StagePlan (two-stage) or None (one graph)
-    volume: object        # the correlation-volume tensor the post graph reads (its own input buffer if it has one)
+    plan: object  # StagePlan (two-stage) or None (one graph)
+    # the correlation-volume tensor the post graph reads (its own input buffer if it has one)
+    volume: object

@@ -1,19 +1,28 @@
 """TensorRT, process-wide state and engine building (the running side is :mod:`.tensorrt_run`).
 
-Written against the TensorRT Python bindings of 10.3 (JetPack 6) through 11.x (x86), using only what both have
+Written against the TensorRT Python bindings of 10.3 (JetPack 6) through 11.x (x86), using only
+what both have
 (../shared/docs/tensorrt-python-facts.md, section 0):
 
-* one logger per process (:func:`trt_logger`, a ``trt.ILogger`` routed to Python logging) and one ``Runtime``;
+* one logger per process (:func:`trt_logger`, a ``trt.ILogger`` routed to Python logging) and one
+``Runtime``;
 * :func:`init_tensorrt` once, before any parse or deserialise: the user's plugin libraries
-  (``ctypes.CDLL(..., RTLD_GLOBAL)`` after ``import tensorrt``), then ``init_libnvinfer_plugins(logger, "")``;
-* network flags by enum name only; TensorRT 11 has no weak typing (``BuilderFlag.FP16`` is gone), so an fp16
-  engine there is built strongly typed from an fp16 copy of the ONNX (fp32 inputs/outputs kept), converted once with
+  (``ctypes.CDLL(..., RTLD_GLOBAL)`` after ``import tensorrt``), then
+  ``init_libnvinfer_plugins(logger, "")``;
+* network flags by enum name only; TensorRT 11 has no weak typing (``BuilderFlag.FP16`` is gone),
+so an fp16
+  engine there is built strongly typed from an fp16 copy of the ONNX (fp32 inputs/outputs kept),
+  converted once with
   onnxconverter-common and cached; TensorRT 10 keeps ``BuilderFlag.FP16``;
-* ``build_serialized_network`` returns None on failure (errors go to the logger): turned into one clear error;
+* ``build_serialized_network`` returns None on failure (errors go to the logger): turned into one
+clear error;
 * a timing cache beside the engine cache (faster rebuilds);
-* engines cached per (ONNX bytes, TensorRT version, GPU, compute capability, precision, shapes) and written through
-  a temporary name unique to the process and thread, then renamed (two nodes starting together never clash).
+* engines cached per (ONNX bytes, TensorRT version, GPU, compute capability, precision, shapes)
+and written through
+  a temporary name unique to the process and thread, then renamed (two nodes starting together
+  never clash).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -21,18 +30,21 @@ import hashlib
 import itertools
 import logging
 import os
-import threading
 from pathlib import Path
+import threading
 
 from . import engine_cache
 
 log = logging.getLogger('ffs_ros.tensorrt')
 
-ALTERNATIVES = ('use backend onnxruntime (CPU, or onnxruntime-gpu on CUDA), backend torch (our own checkpoint), or '
-                'backend sgbm')
+ALTERNATIVES = (
+    'use backend onnxruntime (CPU, or onnxruntime-gpu on CUDA), backend torch (our own '
+    'checkpoint), or '
+    'backend sgbm'
+)
 
 _STATE_LOCK = threading.RLock()
-_STATE: dict = {}      # id(trt module) -> {'logger', 'runtime', 'plugins_ready', 'libraries'}
+_STATE: dict = {}  # id(trt module) -> {'logger', 'runtime', 'plugins_ready', 'libraries'}
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -44,20 +56,27 @@ class EngineBuildError(RuntimeError):
 
 
 def import_tensorrt():
-    """Import tensorrt and check for a CUDA device; raise TensorRTUnavailable naming the alternatives otherwise."""
+    """Import tensorrt and check for a CUDA device; raise TensorRTUnavailable naming the
+    alternatives otherwise.
+    """
     try:
         import tensorrt as trt  # noqa: F401
     except ImportError as exc:
-        raise TensorRTUnavailable(f'backend tensorrt needs the TensorRT Python package (JetPack, or pip install '
-                                  f'tensorrt on an x86 CUDA machine), which is not installed; {ALTERNATIVES}') from exc
+        raise TensorRTUnavailable(
+            f'backend tensorrt needs the TensorRT Python package (JetPack, or pip install '
+            f'tensorrt on an x86 CUDA machine), which is not installed; {ALTERNATIVES}'
+        ) from exc
     try:
         import torch
+
         cuda = torch.cuda.is_available()
     except ImportError:
         cuda = False
     if not cuda:
-        raise TensorRTUnavailable(f'backend tensorrt needs a CUDA GPU visible to torch (used for device buffers and '
-                                  f'the correlation volume); none found. {ALTERNATIVES}')
+        raise TensorRTUnavailable(
+            f'backend tensorrt needs a CUDA GPU visible to torch (used for device buffers and '
+            f'the correlation volume); none found. {ALTERNATIVES}'
+        )
     return trt
 
 
@@ -80,8 +99,10 @@ def strongly_typed_only(trt) -> bool:
 
 def _state(trt) -> dict:
     with _STATE_LOCK:
-        return _STATE.setdefault(id(trt), {'trt': trt, 'logger': None, 'runtime': None, 'plugins_ready': False,
-                                           'libraries': {}})
+        return _STATE.setdefault(
+            id(trt),
+            {'trt': trt, 'logger': None, 'runtime': None, 'plugins_ready': False, 'libraries': {}},
+        )
 
 
 def trt_logger(trt):
@@ -91,13 +112,20 @@ def trt_logger(trt):
         if st['logger'] is None:
             levels = {}
             sev = getattr(trt.ILogger, 'Severity', trt.ILogger)
-            for name, level in (('INTERNAL_ERROR', logging.CRITICAL), ('ERROR', logging.ERROR),
-                                ('WARNING', logging.WARNING), ('INFO', logging.DEBUG), ('VERBOSE', logging.DEBUG)):
+            for name, level in (
+                ('INTERNAL_ERROR', logging.CRITICAL),
+                ('ERROR', logging.ERROR),
+                ('WARNING', logging.WARNING),
+                ('INFO', logging.DEBUG),
+                ('VERBOSE', logging.DEBUG),
+            ):
                 if hasattr(sev, name):
                     levels[getattr(sev, name)] = level
 
-            # TensorRT takes the GIL for every message it hands to a Python logger (also VERBOSE ones, before we
-            # can filter): acceptable, builds log little at our level, and it keeps TensorRT's lines in the node's
+            # TensorRT takes the GIL for every message it hands to a Python logger (also VERBOSE
+            # ones, before we
+            # can filter): acceptable, builds log little at our level, and it keeps TensorRT's
+            # lines in the node's
             # log instead of on a bare stderr
             class RoutedLogger(trt.ILogger):
                 def __init__(self):
@@ -111,28 +139,43 @@ def trt_logger(trt):
 
 
 def init_tensorrt(trt, plugin_library=None) -> None:
-    """Load `plugin_library` (a path or list of paths; each once per process), then register TensorRT's standard
-    plugins (once). Call before any parse or deserialise."""
+    """Load `plugin_library` (a path or list of paths; each once per process), then register
+    TensorRT's standard
+    plugins (once). Call before any parse or deserialise.
+    """
     st = _state(trt)
-    libs = [plugin_library] if isinstance(plugin_library, (str, os.PathLike)) else list(plugin_library or [])
+    libs = (
+        [plugin_library]
+        if isinstance(plugin_library, (str, os.PathLike))
+        else list(plugin_library or [])
+    )
     with _STATE_LOCK:
         for lib in libs:
             path = str(Path(lib).expanduser())
             if path in st['libraries']:
                 continue
             if not Path(path).is_file():
-                raise ValueError(f'plugin_library {path} does not exist; give the path of the TensorRT plugin '
-                                 f'library (e.g. libffs_gwc_plugin.so built for this TensorRT {trt.__version__})')
+                raise ValueError(
+                    f'plugin_library {path} does not exist; give the path of the TensorRT plugin '
+                    'library (e.g. libffs_gwc_plugin.so built for this TensorRT '
+                    f'{trt.__version__})'
+                )
             try:
                 st['libraries'][path] = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
             except OSError as exc:
-                raise ValueError(f'cannot load plugin_library {path} ({exc}); it must be built for this TensorRT '
-                                 f'({trt.__version__}) and CUDA') from exc
+                raise ValueError(
+                    f'cannot load plugin_library {path} ({exc}); it must be built for this '
+                    'TensorRT '
+                    f'({trt.__version__}) and CUDA'
+                ) from exc
             log.info('loaded TensorRT plugin library %s', path)
         if not st['plugins_ready']:
             if not trt.init_libnvinfer_plugins(trt_logger(trt), ''):
-                log.warning('TensorRT: init_libnvinfer_plugins failed; engines with standard plugin layers will '
-                            'not load')
+                log.warning(
+                    'TensorRT: init_libnvinfer_plugins failed; engines with standard plugin '
+                    'layers will '
+                    'not load'
+                )
             st['plugins_ready'] = True
 
 
@@ -146,31 +189,46 @@ def trt_runtime(trt):
 
 
 def plugin_registered(trt, name: str, version: str = '1', namespace: str = '') -> bool:
-    """Whether a plugin creator is registered (``IPluginRegistry.get_creator``: TensorRT 10 and 11)."""
+    """Whether a plugin creator is registered (``IPluginRegistry.get_creator``:
+
+    TensorRT 10 and 11).
+    """
     return trt.get_plugin_registry().get_creator(name, version, namespace) is not None
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # fp16 on strongly typed TensorRT
 
+
 def fp16_onnx(onnx_path, cache=None) -> Path:
-    """An fp16 copy of `onnx_path` (weights and activations fp16, inputs/outputs as they were), converted once with
-    onnxconverter-common and cached under the source's hash."""
+    """An fp16 copy of `onnx_path` (weights and activations fp16, inputs/outputs as they were),
+    converted once with
+    onnxconverter-common and cached under the source's hash.
+    """
     onnx_path = Path(onnx_path)
     try:
         import onnx
         import onnxconverter_common
         from onnxconverter_common import float16
     except ImportError as exc:
-        raise EngineBuildError('precision fp16 on TensorRT 11+ needs the model in fp16 (strong typing); converting '
-                               'it needs onnxconverter-common (pip install onnxconverter-common), which is not '
-                               'installed. Install it, or use precision fp32') from exc
-    # keep_io_types: fp32 graph inputs/outputs stay fp32 (Cast nodes inside); check_fp16_ready off because a
-    # post graph may already take an fp16 volume input; max_finite_val: clamp weights to fp16's real range (the
+        raise EngineBuildError(
+            'precision fp16 on TensorRT 11+ needs the model in fp16 (strong typing); converting '
+            'it needs onnxconverter-common (pip install onnxconverter-common), which is not '
+            'installed. Install it, or use precision fp32'
+        ) from exc
+    # keep_io_types: fp32 graph inputs/outputs stay fp32 (Cast nodes inside); check_fp16_ready off
+    # because a
+    # post graph may already take an fp16 volume input; max_finite_val: clamp weights to fp16's
+    # real range (the
     # converter's default, 1e4, would silently change large constants)
-    options = dict(keep_io_types=True, check_fp16_ready=False, max_finite_val=65504.0)
-    tag = engine_cache.file_sha256(onnx_path)[:16] + '-' + hashlib.sha256(
-        f'{onnxconverter_common.__version__}|{sorted(options.items())}'.encode()).hexdigest()[:8]
+    options = {'keep_io_types': True, 'check_fp16_ready': False, 'max_finite_val': 65504.0}
+    tag = (
+        engine_cache.file_sha256(onnx_path)[:16]
+        + '-'
+        + hashlib.sha256(
+            f'{onnxconverter_common.__version__}|{sorted(options.items())}'.encode()
+        ).hexdigest()[:8]
+    )
     out = Path(cache or engine_cache.cache_dir()) / 'fp16-onnx' / f'{onnx_path.stem}-{tag}.onnx'
     if out.is_file() and out.stat().st_size > 0:
         return out
@@ -186,23 +244,40 @@ def fp16_onnx(onnx_path, cache=None) -> Path:
 # ------------------------------------------------------------------------------------------------------------------
 # building
 
+
 def network_flags(trt) -> int:
-    """Creation flags for the network: strongly typed on TensorRT 11+ (always, by enum name), none on 10.x
-    (explicit batch is implied since 10.0; EXPLICIT_BATCH is gone in 11)."""
+    """Creation flags for the network:
+
+    strongly typed on TensorRT 11+ (always, by enum name), none on 10.x (explicit batch is implied
+    since 10.0; EXPLICIT_BATCH is gone in 11).
+    """
     if strongly_typed_only(trt):
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return 0
 
 
-def build_engine(onnx_path, out_path, input_shapes: dict, precision: str = 'fp16', workspace_gb: float = 4.0,
-                 opt_level: int = 3, trt=None, timing_cache=None, cache=None) -> Path:
-    """Parse `onnx_path`, build a serialized engine for exactly `input_shapes`, write it to `out_path`.
+def build_engine(
+    onnx_path,
+    out_path,
+    input_shapes: dict,
+    precision: str = 'fp16',
+    workspace_gb: float = 4.0,
+    opt_level: int = 3,
+    trt=None,
+    timing_cache=None,
+    cache=None,
+) -> Path:
+    """Parse `onnx_path`, build a serialized engine for exactly `input_shapes`, write it to
+    `out_path`.
 
-    Raises EngineBuildError with the reason (parser errors, TensorRT's last error lines, the version) on failure.
+    Raises EngineBuildError with the reason (parser errors, TensorRT's last error lines, the
+    version) on failure.
     """
     trt = trt or import_tensorrt()
     if precision not in engine_cache.PRECISIONS:
-        raise ValueError(f'precision must be one of {", ".join(engine_cache.PRECISIONS)}, got {precision!r}')
+        raise ValueError(
+            f'precision must be one of {", ".join(engine_cache.PRECISIONS)}, got {precision!r}'
+        )
     init_tensorrt(trt)
     logger = trt_logger(trt)
     strong = strongly_typed_only(trt)
@@ -214,7 +289,9 @@ def build_engine(onnx_path, out_path, input_shapes: dict, precision: str = 'fp16
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(source)):
         errors = '; '.join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f'TensorRT {trt.__version__} could not parse {source}: {errors or "no details"}')
+        raise EngineBuildError(
+            f'TensorRT {trt.__version__} could not parse {source}: {errors or "no details"}'
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     config.builder_optimization_level = int(opt_level)
@@ -226,7 +303,10 @@ def build_engine(onnx_path, out_path, input_shapes: dict, precision: str = 'fp16
         data = tc_path.read_bytes() if tc_path.is_file() else b''
         tc = config.create_timing_cache(data)
         if tc is None or not config.set_timing_cache(tc, False):
-            log.warning('TensorRT timing cache %s does not fit this TensorRT/GPU; building without it', tc_path)
+            log.warning(
+                'TensorRT timing cache %s does not fit this TensorRT/GPU; building without it',
+                tc_path,
+            )
             tc = None
     profile = builder.create_optimization_profile()
     dynamic = False
@@ -239,15 +319,25 @@ def build_engine(onnx_path, out_path, input_shapes: dict, precision: str = 'fp16
             dynamic = True
             profile.set_shape(tensor.name, shape, shape, shape)
     if dynamic and config.add_optimization_profile(profile) < 0:
-        raise EngineBuildError(f'TensorRT rejected the optimisation profile {input_shapes} for {onnx_path}')
+        raise EngineBuildError(
+            f'TensorRT rejected the optimisation profile {input_shapes} for {onnx_path}'
+        )
     kind = 'strongly typed fp16 copy' if strong and precision == 'fp16' else precision
-    log.info('building TensorRT %s engine from %s (%s, %s); this can take minutes', trt.__version__, onnx_path, kind,
-             input_shapes)
+    log.info(
+        'building TensorRT %s engine from %s (%s, %s); this can take minutes',
+        trt.__version__,
+        onnx_path,
+        kind,
+        input_shapes,
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError(f'TensorRT {trt.__version__} failed to build an engine from {onnx_path} ({kind}; see '
-                               f'the TensorRT log lines above); try precision fp32, a larger workspace_gb, or backend '
-                               f'onnxruntime')
+        raise EngineBuildError(
+            f'TensorRT {trt.__version__} failed to build an engine from {onnx_path} ({kind}; see '
+            'the TensorRT log lines above); try precision fp32, a larger workspace_gb, or '
+            'backend '
+            f'onnxruntime'
+        )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, 'wb') as f:
@@ -266,6 +356,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def gpu_identity(device=None) -> tuple[str, tuple[int, int]]:
     import torch
+
     dev = torch.device(device or 'cuda')
     idx = dev.index or 0
     return torch.cuda.get_device_name(idx), tuple(torch.cuda.get_device_capability(idx))
@@ -274,35 +365,68 @@ def gpu_identity(device=None) -> tuple[str, tuple[int, int]]:
 _TMP_SEQ = itertools.count()
 
 
-def ensure_engine(onnx_path, input_shapes: dict, precision: str = 'fp16', force: bool = False, cache=None,
-                  workspace_gb: float = 4.0, opt_level: int = 3, device=None, trt=None) -> Path:
+def ensure_engine(
+    onnx_path,
+    input_shapes: dict,
+    precision: str = 'fp16',
+    force: bool = False,
+    cache=None,
+    workspace_gb: float = 4.0,
+    opt_level: int = 3,
+    device=None,
+    trt=None,
+) -> Path:
     """Path of the cached engine for this key, built first when missing or forced."""
     trt = trt or import_tensorrt()
     name, cc = gpu_identity(device)
     key = engine_cache.make_key(onnx_path, trt.__version__, name, cc, precision, input_shapes)
     path = engine_cache.cached_engine_path(onnx_path, key, cache)
     if engine_cache.needs_build(path, force):
-        # pid + thread + a process-wide sequence number: thread idents are reused once a thread has ended
+        # pid + thread + a process-wide sequence number: thread idents are reused once a thread
+        # has ended
         seq = next(_TMP_SEQ)
         tmp = path.with_name(f'{path.name}.building-{os.getpid()}-{threading.get_ident()}-{seq}')
         try:
-            build_engine(onnx_path, tmp, input_shapes, precision, workspace_gb, opt_level, trt=trt,
-                         timing_cache=engine_cache.timing_cache_path(cache, trt.__version__, name, cc), cache=cache)
+            build_engine(
+                onnx_path,
+                tmp,
+                input_shapes,
+                precision,
+                workspace_gb,
+                opt_level,
+                trt=trt,
+                timing_cache=engine_cache.timing_cache_path(cache, trt.__version__, name, cc),
+                cache=cache,
+            )
             engine_cache.install_engine(tmp, path, key)
         finally:
             tmp.unlink(missing_ok=True)
     return path
 
 
-def build_engines_for(source, out=None, precision: str = 'fp16', net_size=None, workspace_gb=4.0, opt_level=3,
-                      force=True, plugin_library=None, cache=None, trt=None) -> dict:
+def build_engines_for(
+    source,
+    out=None,
+    precision: str = 'fp16',
+    net_size=None,
+    workspace_gb=4.0,
+    opt_level=3,
+    force=True,
+    plugin_library=None,
+    cache=None,
+    trt=None,
+) -> dict:
     """Build every engine of `source` (for `ffs-ros build-engine`); role -> engine path."""
     from ..contract import graph_input_shapes
+
     trt = tensorrt_for(source, plugin_library, trt)
     net_hw = source.network_size or net_size
     if net_hw is None:
-        raise ValueError(f'{source.describe()} has symbolic height/width; pass --size WxH (multiples of 32) to fix '
-                         f'the engine size')
+        raise ValueError(
+            f'{source.describe()} has symbolic height/width; pass --size WxH (multiples of 32) '
+            'to fix '
+            f'the engine size'
+        )
     result = {}
     for role in source.roles:
         shapes = graph_input_shapes(source, role, net_hw)
@@ -311,33 +435,57 @@ def build_engines_for(source, out=None, precision: str = 'fp16', net_size=None, 
             target = Path(out)
             if len(source.roles) > 1:  # --out names a directory for two engines
                 target = target / Path(onnx_path).with_suffix('.engine').name
-            result[role] = build_engine(onnx_path, target, shapes, precision, workspace_gb, opt_level, trt=trt,
-                                        cache=cache)
+            result[role] = build_engine(
+                onnx_path, target, shapes, precision, workspace_gb, opt_level, trt=trt, cache=cache
+            )
         else:
-            result[role] = ensure_engine(onnx_path, shapes, precision, force=force, cache=cache,
-                                         workspace_gb=workspace_gb, opt_level=opt_level, trt=trt)
+            result[role] = ensure_engine(
+                onnx_path,
+                shapes,
+                precision,
+                force=force,
+                cache=cache,
+                workspace_gb=workspace_gb,
+                opt_level=opt_level,
+                trt=trt,
+            )
     return result
 
 
 def tensorrt_for(source, plugin_library=None, trt=None):
-    """TensorRT ready for `source`: imported, plugin libraries and standard plugins registered, the model an ONNX
-    export (and, for the plugin export, its plugin registered). Returns the tensorrt module."""
+    """TensorRT ready for `source`:
+
+    imported, plugin libraries and standard plugins registered, the model an ONNX export (and, for
+    the plugin export, its plugin registered). Returns the tensorrt module.
+    """
     trt = trt or import_tensorrt()
     if source.kind not in ('two_stage', 'single', 'plugin'):
-        raise ValueError(f'TensorRT builds engines from ONNX; {source.describe()} is not ONNX. Export it with '
-                         f'`ffs-ros export`, or use backend torch')
+        raise ValueError(
+            f'TensorRT builds engines from ONNX; {source.describe()} is not ONNX. Export it with '
+            f'`ffs-ros export`, or use backend torch'
+        )
     init_tensorrt(trt, plugin_library)
     check_plugin(trt, source, plugin_library)
     return trt
 
 
 def check_plugin(trt, source, plugin_library) -> None:
-    """For the plugin export: its FFSGWCVolume creator must be registered (from `plugin_library`)."""
+    """For the plugin export:
+
+    its FFSGWCVolume creator must be registered (from `plugin_library`).
+    """
     from ..contract import PLUGIN_OP
+
     if source.kind == 'plugin' and not plugin_registered(trt, PLUGIN_OP):
-        given = f'plugin_library {plugin_library} does not register it' if plugin_library else \
-            'no plugin_library was given'
-        raise ValueError(f'{source.describe()} uses the TensorRT plugin {PLUGIN_OP!r} (version 1), which is not '
-                         f'registered: {given}. Pass plugin_library:=/path/to/libffs_gwc_plugin.so (built for '
-                         f'TensorRT {trt.__version__}), or use the two-stage export (feature_runner.onnx + '
-                         f'post_runner.onnx), which needs no plugin')
+        given = (
+            f'plugin_library {plugin_library} does not register it'
+            if plugin_library
+            else 'no plugin_library was given'
+        )
+        raise ValueError(
+            f'{source.describe()} uses the TensorRT plugin {PLUGIN_OP!r} (version 1), which is '
+            'not '
+            f'registered: {given}. Pass plugin_library:=/path/to/libffs_gwc_plugin.so (built for '
+            f'TensorRT {trt.__version__}), or use the two-stage export (feature_runner.onnx + '
+            f'post_runner.onnx), which needs no plugin'
+        )

@@ -1,11 +1,16 @@
 """PyTorch: how our own checkpoint's two stages run (``ffs_ros.model.load_model``), on CUDA or CPU.
 
-The model exposes ``.features(left, right) -> dict`` (upstream feature names), ``.post(**features, gwc_volume=...)``
--> disp [B,1,H,W], and attributes ``max_disp``, ``cv_group``, ``normalize``; inputs are float32 RGB 0..255 at a
-multiple of 32. The volume is built between the two calls by :class:`~.network.NetworkMatcher` exactly as for the
-two-stage ONNX contract, so this path and the export agree. On CUDA, fp16 autocast (default on) and optional CUDA
+The model exposes ``.features(left, right) -> dict`` (upstream feature names), ``.post(**features,
+gwc_volume=...)``
+-> disp [B,1,H,W], and attributes ``max_disp``, ``cv_group``, ``normalize``; inputs are float32
+RGB 0..255 at a
+multiple of 32. The volume is built between the two calls by :class:`~.network.NetworkMatcher`
+exactly as for the
+two-stage ONNX contract, so this path and the export agree. On CUDA, fp16 autocast (default on)
+and optional CUDA
 graphs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,18 +22,25 @@ from .network import Graphs
 
 
 def load_own_model(checkpoint, device):
-    """Load our checkpoint through the model package's API, with a clear error when that is unavailable."""
+    """Load our checkpoint through the model package's API, with a clear error when that is
+    unavailable.
+    """
     try:
         from ffs_ros.model import load_model
     except ImportError as exc:
-        raise RuntimeError(f'cannot load {checkpoint}: ffs_ros.model.load_model is not available ({exc}); use the '
-                           f'ONNX export with backend onnxruntime') from exc
+        raise RuntimeError(
+            f'cannot load {checkpoint}: ffs_ros.model.load_model is not available ({exc}); use '
+            'the '
+            f'ONNX export with backend onnxruntime'
+        ) from exc
     model = load_model(checkpoint, device)
     return model.eval()
 
 
 class _Stage:
-    """One of the model's two stages as a device graph (takes any tensor; no buffers of its own)."""
+    """One of the model's two stages as a device graph (takes any tensor; no buffers of its
+    own).
+    """
 
     def __init__(self, fn, fp16: bool, device: Device) -> None:
         self.fn, self.fp16, self.device = fn, fp16, device
@@ -44,11 +56,15 @@ class _Stage:
         return self.fn(**feeds)
 
 
-def torch_graphs(source: ModelSource, device=None, fp16: bool | None = None, model=None, threads=None) -> Graphs:
+def torch_graphs(
+    source: ModelSource, device=None, fp16: bool | None = None, model=None, threads=None
+) -> Graphs:
     """Our checkpoint's feature and post stages as graphs on `device`."""
     if source.checkpoint is None and model is None:
-        raise ValueError(f'backend torch runs ffs_ros checkpoints (*.pt); {source.describe()} has none. Use '
-                         f'backend onnxruntime or tensorrt for ONNX exports')
+        raise ValueError(
+            f'backend torch runs ffs_ros checkpoints (*.pt); {source.describe()} has none. Use '
+            f'backend onnxruntime or tensorrt for ONNX exports'
+        )
     dev = Device(device)
     if threads is not None:
         # process-wide torch setting; on a busy CPU fewer threads can be much faster (README)
@@ -67,15 +83,31 @@ def torch_graphs(source: ModelSource, device=None, fp16: bool | None = None, mod
     def plan(net_hw) -> StagePlan:
         h, w = check_net_size(net_hw)
         d = max_disp // 4
-        return StagePlan((h, w), None, 'disp', cv_group, d, normalize, gwc_dtype, (1, cv_group, d, h // 4, w // 4))
+        return StagePlan(
+            (h, w),
+            None,
+            'disp',
+            cv_group,
+            d,
+            normalize,
+            gwc_dtype,
+            (1, cv_group, d, h // 4, w // 4),
+        )
 
     def post(**feeds):
         return {'disp': net.post(**feeds).float()}
 
-    graphs = {'feature': _Stage(lambda left, right: net.features(left, right), fp16, dev), 'post': _Stage(post, fp16,
-                                                                                                          dev)}
-    details = {'normalize': normalize, 'num_groups': cv_group, 'max_disp': float(max_disp), 'fp16': fp16,
-               'checkpoint': str(source.checkpoint)}
+    graphs = {
+        'feature': _Stage(lambda left, right: net.features(left, right), fp16, dev),
+        'post': _Stage(post, fp16, dev),
+    }
+    details = {
+        'normalize': normalize,
+        'num_groups': cv_group,
+        'max_disp': float(max_disp),
+        'fp16': fp16,
+        'checkpoint': str(source.checkpoint),
+    }
     g = Graphs('torch', graphs, device=dev, details=details, plan=plan)
     g.model = net
     return g

@@ -1,5 +1,9 @@
-"""Feature stage: a light CNN encoder run on left and right batched, a top-down decoder giving features at
-1/4, 1/8, 1/16 and 1/32, and a 1/2-resolution stem of the left image (for convex upsampling)."""
+"""Feature stage:
+
+a light CNN encoder run on left and right batched, a top-down decoder giving features at 1/4, 1/8,
+1/16 and 1/32, and a 1/2-resolution stem of the left image (for convex upsampling).
+"""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +20,12 @@ class Normalize(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer(
+            'mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False
+        )
+        self.register_buffer(
+            'std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False
+        )
 
     def forward(self, x):
         return (x - self.mean) / self.std
@@ -83,6 +91,10 @@ class FeatureNet(nn.Module):
         x = torch.cat([ln, self.norm(right)], 0)
         f4, f8, f16, f32 = self.decoder(*self.encoder(x))
         return {
-            'features_left_04': f4[:b], 'features_left_08': f8[:b], 'features_left_16': f16[:b],
-            'features_left_32': f32[:b], 'features_right_04': f4[b:], 'stem_2x': self.stem2(ln),
+            'features_left_04': f4[:b],
+            'features_left_08': f8[:b],
+            'features_left_16': f16[:b],
+            'features_left_32': f32[:b],
+            'features_right_04': f4[b:],
+            'stem_2x': self.stem2(ln),
         }

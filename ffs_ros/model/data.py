@@ -1,14 +1,17 @@
 """Training data: a pre-generated cache of synthetic scenes and a random-crop dataset over it.
 
-Generating scenes up front is much faster on a small CPU than generating them while training (both compete
+Generating scenes up front is much faster on a small CPU than generating them while training (both
+compete
 for the same cores). The cache is a directory of memory-mapped .npy arrays:
     left.npy, right.npy  uint8  [N, H, W, 3]   RGB
     disp.npy             float32 [N, H, W]     left-referenced disparity (exact)
     occ.npy              bool   [N, H, W]      occluded in the right view
     meta.json            {n, height, width, max_disparity, seed, scene_opts}
-Scene i is rendered from np.random.default_rng([seed, i]), so a cache is reproducible and any index range
+Scene i is rendered from np.random.default_rng([seed, i]), so a cache is reproducible and any
+index range
 can be regenerated; held-out evaluation scenes use a different seed.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +34,14 @@ def scene(seed: int, index: int, height: int, width: int, max_disparity: float, 
 def _fill(out_dir, start, stop, meta):
     arrs = {k: np.load(Path(out_dir) / f'{k}.npy', mmap_mode='r+') for k in _FILES}
     for i in range(start, stop):
-        s = scene(meta['seed'], i, meta['height'], meta['width'], meta['max_disparity'],
-                  **meta.get('scene_opts', {}))
+        s = scene(
+            meta['seed'],
+            i,
+            meta['height'],
+            meta['width'],
+            meta['max_disparity'],
+            **meta.get('scene_opts', {}),
+        )
         arrs['left'][i] = s.left
         arrs['right'][i] = s.right
         arrs['disp'][i] = s.disparity
@@ -41,21 +50,41 @@ def _fill(out_dir, start, stop, meta):
         a.flush()
 
 
-def generate_cache(out_dir, n: int, height: int = 192, width: int = 320, max_disparity: float = 96.0,
-                   seed: int = 1, workers: int = 1, progress=print, scene_opts=None) -> Path:
+def generate_cache(
+    out_dir,
+    n: int,
+    height: int = 192,
+    width: int = 320,
+    max_disparity: float = 96.0,
+    seed: int = 1,
+    workers: int = 1,
+    progress=print,
+    scene_opts=None,
+) -> Path:
     """Render `n` scenes into `out_dir` (see module doc). Returns the directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = dict(n=int(n), height=int(height), width=int(width), max_disparity=float(max_disparity),
-                seed=int(seed), scene_opts=dict(scene_opts or {}))
-    shapes = {'left': ((n, height, width, 3), np.uint8), 'right': ((n, height, width, 3), np.uint8),
-              'disp': ((n, height, width), np.float32), 'occ': ((n, height, width), np.bool_)}
+    meta = {
+        'n': int(n),
+        'height': int(height),
+        'width': int(width),
+        'max_disparity': float(max_disparity),
+        'seed': int(seed),
+        'scene_opts': dict(scene_opts or {}),
+    }
+    shapes = {
+        'left': ((n, height, width, 3), np.uint8),
+        'right': ((n, height, width, 3), np.uint8),
+        'disp': ((n, height, width), np.float32),
+        'occ': ((n, height, width), np.bool_),
+    }
     for k, (shape, dt) in shapes.items():
         np.lib.format.open_memmap(out / f'{k}.npy', mode='w+', dtype=dt, shape=shape).flush()
     chunk = 100
     ranges = [(i, min(n, i + chunk)) for i in range(0, n, chunk)]
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(workers) as ex:
             futs = [ex.submit(_fill, str(out), a, b, meta) for a, b in ranges]
             for k, f in enumerate(futs):
@@ -75,20 +104,28 @@ def load_cache(cache_dir):
     """Open a cache (memory-mapped). Raises FileNotFoundError naming how to create it."""
     d = Path(cache_dir)
     if not (d / 'meta.json').is_file():
-        raise FileNotFoundError(f'{d} is not a finished scene cache (no meta.json); create it with '
-                                f'`ffs-ros train --config ...` (data.cache) or ffs_ros.model.data.generate_cache')
+        raise FileNotFoundError(
+            f'{d} is not a finished scene cache (no meta.json); create it with '
+            f'`ffs-ros train --config ...` (data.cache) or ffs_ros.model.data.generate_cache'
+        )
     meta = json.loads((d / 'meta.json').read_text())
     arrs = {k: np.load(d / f'{k}.npy', mmap_mode='r') for k in _FILES}
     return meta, arrs
 
 
 class CropDataset:
-    """Random crops of cached scenes -> dict of float tensors (left/right [3,h,w] 0..255, disp [1,h,w],
-    valid [1,h,w], weight [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp (the pixels
-    metrics are computed on); `weight` is the per-pixel loss weight: 1 on valid pixels, `occluded_weight` on
-    occluded ones inside the disparity range (their disparity is exact in rendered scenes, so the network can
-    learn to fill occlusions from the background, as real ground truth such as Middlebury's scores them), 0 else.
-    `cache_dir` may be a list of caches (same scene size): indices run over their concatenation."""
+    """Random crops of cached scenes -> dict of float tensors (left/right [3,h,w] 0..255, disp
+    [1,h,w],
+    valid [1,h,w], weight [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp
+    (the pixels
+    metrics are computed on); `weight` is the per-pixel loss weight: 1 on valid pixels,
+    `occluded_weight` on
+    occluded ones inside the disparity range (their disparity is exact in rendered scenes, so the
+    network can
+    learn to fill occlusions from the background, as real ground truth such as Middlebury's scores
+    them), 0 else.
+    `cache_dir` may be a list of caches (same scene size): indices run over their concatenation.
+    """
 
     def __init__(self, cache_dir, crop=(160, 288), max_disp=128, vflip=0.5, occluded_weight=0.0):
         dirs = [cache_dir] if isinstance(cache_dir, (str, os.PathLike)) else list(cache_dir)
@@ -101,13 +138,16 @@ class CropDataset:
         self.occluded_weight = float(occluded_weight)
         for m, _ in self.parts:
             if self.crop[0] > m['height'] or self.crop[1] > m['width']:
-                raise ValueError(f'crop {self.crop} larger than cached scenes {m["height"]}x{m["width"]}')
+                raise ValueError(
+                    f'crop {self.crop} larger than cached scenes {m["height"]}x{m["width"]}'
+                )
 
     def __len__(self):
         return int(self.offsets[-1])
 
     def sample(self, index, rng: np.random.Generator):
         import torch
+
         part = int(np.searchsorted(self.offsets, index, side='right') - 1)
         meta, arrs = self.parts[part]
         index = index - int(self.offsets[part])
@@ -118,7 +158,9 @@ class CropDataset:
         sl = (index, slice(y0, y0 + ch), slice(x0, x0 + cw))
         left = np.asarray(arrs['left'][sl], np.float32)
         right = np.asarray(arrs['right'][sl], np.float32)
-        disp = np.array(arrs['disp'][sl], np.float32)  # a copy: the cache is a read-only memory map
+        disp = np.array(
+            arrs['disp'][sl], np.float32
+        )  # a copy: the cache is a read-only memory map
         occ = np.asarray(arrs['occ'][sl])
         if rng.random() < self.vflip:
             left, right, disp, occ = left[::-1], right[::-1], disp[::-1], occ[::-1]
@@ -128,11 +170,17 @@ class CropDataset:
         if self.occluded_weight > 0:
             weight[occ & in_range] = self.occluded_weight
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        return {'left': t(left).permute(2, 0, 1), 'right': t(right).permute(2, 0, 1),
-                'disp': t(disp)[None], 'valid': t(valid)[None], 'weight': t(weight)[None]}
+        return {
+            'left': t(left).permute(2, 0, 1),
+            'right': t(right).permute(2, 0, 1),
+            'disp': t(disp)[None],
+            'valid': t(valid)[None],
+            'weight': t(weight)[None],
+        }
 
     def batch(self, indices, rng):
         import torch
+
         items = [self.sample(int(i), rng) for i in indices]
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 

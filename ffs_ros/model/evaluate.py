@@ -1,21 +1,28 @@
 """Accuracy against ground truth: EPE, bad-1, bad-2, D1, beside OpenCV SGBM in the same run.
 
 Data sets
-* ``motorcycle``: scikit-image's ``stereo_motorcycle()`` (Middlebury 2014 Motorcycle at about quarter size,
-  500x741, bundled, no download; +inf marks missing ground truth). Optionally downscaled (disparity scaled too).
+* ``motorcycle``: scikit-image's ``stereo_motorcycle()`` (Middlebury 2014 Motorcycle at about
+quarter size,
+  500x741, bundled, no download; +inf marks missing ground truth). Optionally downscaled
+  (disparity scaled too).
 * ``synthetic``: a fixed held-out set rendered by ffs_ros.synth from seeds never used for training
   (training caches use seed family 1; this set uses HELDOUT_SEED).
 
-Metrics on pixels with finite ground truth (and, for synthetic scenes, non-occluded): EPE (mean absolute error,
-px), bad-1 / bad-2 (fraction with error > 1 / > 2 px), D1 (KITTI: error > 3 px and > 5 % of the true value).
-A matcher's invalid (NaN) pixels are filled along the scanline from the nearer valid neighbour (the smaller
-disparity, i.e. background), the usual way to score sparse SGBM output densely; `density` reports how many
+Metrics on pixels with finite ground truth (and, for synthetic scenes, non-occluded): EPE (mean
+absolute error,
+px), bad-1 / bad-2 (fraction with error > 1 / > 2 px), D1 (KITTI: error > 3 px and > 5 % of the
+true value).
+A matcher's invalid (NaN) pixels are filled along the scanline from the nearer valid neighbour
+(the smaller
+disparity, i.e. background), the usual way to score sparse SGBM output densely; `density` reports
+how many
 pixels were valid before filling.
 """
+
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+import time
 
 import cv2
 import numpy as np
@@ -28,8 +35,8 @@ class Pair:
     name: str
     left: np.ndarray
     right: np.ndarray
-    gt: np.ndarray       # float32, NaN/inf = no ground truth
-    valid: np.ndarray    # bool, pixels scored
+    gt: np.ndarray  # float32, NaN/inf = no ground truth
+    valid: np.ndarray  # bool, pixels scored
 
 
 def _downscale(left, right, gt, scale):
@@ -44,19 +51,31 @@ def _downscale(left, right, gt, scale):
 
 
 def motorcycle(max_size: int | None = None):
-    """[Pair] for skimage's Motorcycle, downscaled so the longer side is <= max_size (None: native)."""
+    """[Pair] for skimage's Motorcycle, downscaled so the longer side is <= max_size (None:
+
+    native).
+    """
     from skimage.data import stereo_motorcycle
+
     left, right, gt = stereo_motorcycle()
     gt = np.asarray(gt, np.float32)
     scale = 1.0 if not max_size else min(1.0, max_size / max(left.shape[:2]))
-    left, right, gt = _downscale(np.ascontiguousarray(left), np.ascontiguousarray(right), gt, scale)
+    left, right, gt = _downscale(
+        np.ascontiguousarray(left), np.ascontiguousarray(right), gt, scale
+    )
     return [Pair('motorcycle', left, right, gt, np.isfinite(gt))]
 
 
-def synthetic(n: int = 12, height: int = 240, width: int = 320, max_disparity: float = 80.0,
-              seed: int = HELDOUT_SEED):
+def synthetic(
+    n: int = 12,
+    height: int = 240,
+    width: int = 320,
+    max_disparity: float = 80.0,
+    seed: int = HELDOUT_SEED,
+):
     """[Pair] of fixed held-out generated scenes (photometric changes on, like real cameras)."""
     from ..synth import render_scene
+
     out = []
     for i in range(n):
         s = render_scene(np.random.default_rng([seed, i]), height, width, max_disparity)
@@ -65,16 +84,18 @@ def synthetic(n: int = 12, height: int = 240, width: int = 320, max_disparity: f
 
 
 def fill_invalid(disp):
-    """NaN/inf pixels (no match) -> the smaller of the nearest valid values left and right on the same row."""
+    """NaN/inf pixels (no match) -> the smaller of the nearest valid values left and right on the
+    same row.
+    """
     d = np.asarray(disp, np.float32).copy()
     bad = ~np.isfinite(d)
     if not bad.any():
         return d
     h, w = d.shape
-    idx = np.where(~bad, np.arange(w)[None, :], -1)
+    idx = np.where(~bad, np.arange(w)[None,:], -1)
     left_idx = np.maximum.accumulate(idx, axis=1)
-    idx_r = np.where(~bad, np.arange(w)[None, :], w)
-    right_idx = np.minimum.accumulate(idx_r[:, ::-1], axis=1)[:, ::-1]
+    idx_r = np.where(~bad, np.arange(w)[None,:], w)
+    right_idx = np.minimum.accumulate(idx_r[:,::-1], axis=1)[:,::-1]
     rows = np.arange(h)[:, None]
     lv = np.where(left_idx >= 0, d[rows, np.clip(left_idx, 0, w - 1)], np.inf)
     rv = np.where(right_idx < w, d[rows, np.clip(right_idx, 0, w - 1)], np.inf)
@@ -91,8 +112,13 @@ def score(pred, gt, valid):
     p = fill_invalid(pred)
     err = np.abs(p - gt)[m]
     g = gt[m]
-    return {'epe': float(err.mean()), 'bad1': float((err > 1).mean()), 'bad2': float((err > 2).mean()),
-            'd1': float(((err > 3) & (err > 0.05 * g)).mean()), 'density': dens}
+    return {
+        'epe': float(err.mean()),
+        'bad1': float((err > 1).mean()),
+        'bad2': float((err > 2).mean()),
+        'd1': float(((err > 3) & (err > 0.05 * g)).mean()),
+        'density': dens,
+    }
 
 
 def evaluate_matcher(matcher, pairs, warmup: bool = True):
@@ -117,6 +143,7 @@ class TorchModelMatcher:
 
     def __init__(self, model, iters=None, threads=None):
         import torch
+
         self.torch = torch
         if threads:
             torch.set_num_threads(int(threads))
@@ -127,12 +154,14 @@ class TorchModelMatcher:
         torch = self.torch
         h, w = left.shape[:2]
         ph, pw = -h % 32, -w % 32
+
         def prep(im):  # noqa: E306
             t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float()
             return torch.nn.functional.pad(t, (0, pw, 0, ph), mode='replicate')
+
         with torch.no_grad():
             d = self.model(prep(left), prep(right), iters=self.iters)
-        return d[0, 0, :h, :w].numpy()
+        return d[0, 0,:h,:w].numpy()
 
 
 def format_table(results):
@@ -140,6 +169,9 @@ def format_table(results):
     head = f'{"dataset":<12} {"method":<28} {"EPE":>6} {"bad-1":>7} {"bad-2":>7} {"D1":>7} {"dens":>6} {"ms/pair":>8}'
     lines = [head, '-' * len(head)]
     for ds, method, m in results:
-        lines.append(f'{ds:<12} {method:<28} {m["epe"]:6.2f} {100 * m["bad1"]:6.1f}% {100 * m["bad2"]:6.1f}% '
-                     f'{100 * m["d1"]:6.1f}% {100 * m["density"]:5.0f}% {m["ms"]:8.0f}')
+        lines.append(
+            f'{ds:<12} {method:<28} {m["epe"]:6.2f} {100 * m["bad1"]:6.1f}% '
+            f'{100 * m["bad2"]:6.1f}% '
+            f'{100 * m["d1"]:6.1f}% {100 * m["density"]:5.0f}% {m["ms"]:8.0f}'
+        )
     return '\n'.join(lines)

@@ -1,4 +1,5 @@
 """Small building blocks shared by the model files (conv + batch norm + activation, 2D and 3D)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -33,7 +34,9 @@ class ResBlock2d(nn.Module):
         super().__init__()
         self.c1 = conv2d(cin, cout, 3, stride)
         self.c2 = conv2d(cout, cout, 3, act=False)
-        self.skip = None if (cin == cout and stride == 1) else conv2d(cin, cout, 1, stride, act=False)
+        self.skip = (
+            None if (cin == cout and stride == 1) else conv2d(cin, cout, 1, stride, act=False)
+        )
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -56,12 +59,18 @@ class Axial3d(nn.Module):
 
 def up2_nearest(x):
     """x2 nearest-neighbour upsampling of every spatial axis (2D or 3D), identical to
-    F.interpolate(x, scale_factor=2, mode='nearest') but written as unsqueeze/expand/reshape, which ONNX
-    Runtime runs much faster than a 5-D Resize."""
+    F.interpolate(x, scale_factor=2, mode='nearest') but written as unsqueeze/expand/reshape,
+    which ONNX
+    Runtime runs much faster than a 5-D Resize.
+    """
     if x.dim() == 4:
         b, c, h, w = x.shape
-        return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+        return x[:,:,:, None,:, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
     if x.dim() == 5:
         b, c, d, h, w = x.shape
-        return x[:, :, :, None, :, None, :, None].expand(b, c, d, 2, h, 2, w, 2).reshape(b, c, 2 * d, 2 * h, 2 * w)
+        return (
+            x[:,:,:, None,:, None,:, None]
+            .expand(b, c, d, 2, h, 2, w, 2)
+            .reshape(b, c, 2 * d, 2 * h, 2 * w)
+        )
     raise ValueError(f'up2_nearest expects a 4-D or 5-D tensor, got {x.dim()}-D')

@@ -1,9 +1,11 @@
-"""1-D linear-interpolation lookups written with gather (no grid_sample), so the refinement exports to ONNX
+"""1-D linear-interpolation lookups written with gather (no grid_sample), so the refinement
+exports to ONNX
 (GatherElements) and runs in ONNX Runtime with symbolic image sizes.
 
 `lookup_last(values, pos)`: values [..., N], pos [..., K] (float positions along the last axis) ->
 [..., K], linearly interpolated, 0 where pos is outside [0, N - 1].
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,5 +27,5 @@ def lookup_last(values, pos):
 def pool_last(x):
     """Average-pool pairs along the last axis (N -> N // 2); a pyramid level for lookups."""
     n = x.shape[-1] // 2 * 2
-    x = x[..., :n]
+    x = x[...,:n]
     return 0.5 * (x[..., 0::2] + x[..., 1::2])

@@ -1,21 +1,27 @@
 """FFSSmall: our own small member of the Fast-FoundationStereo family, split in two stages.
 
-    features(left, right) -> {features_left_04, features_left_08, features_left_16, features_left_32,
-                              features_right_04, stem_2x}                       (stage 1, feature_runner)
-    gwc = gwc_volume(features_left_04, features_right_04)                       (between the stages)
-    post(features_left_04, ..., stem_2x, gwc_volume) -> disparity [B,1,H,W]    (stage 2, post_runner)
+    features(left, right) -> {features_left_04, features_left_08, features_left_16,
+    features_left_32,
+                              features_right_04, stem_2x}                       (stage 1,
+                              feature_runner)
+    gwc = gwc_volume(features_left_04, features_right_04)                       (between the
+    stages)
+    post(features_left_04, ..., stem_2x, gwc_volume) -> disparity [B,1,H,W]    (stage 2,
+    post_runner)
     forward(left, right) = post(**features(left, right), gwc_volume=gwc(...))
 
-Inputs are float32 [B,3,H,W] RGB in 0..255 (ImageNet normalisation happens inside `features`), H and W
+Inputs are float32 [B,3,H,W] RGB in 0..255 (ImageNet normalisation happens inside `features`), H
+and W
 multiples of 32. Disparity is left-referenced, in pixels of the input.
 """
+
 from __future__ import annotations
 
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 from .backbone import FeatureNet
 from .filtering import CostFilter
@@ -23,24 +29,30 @@ from .refine import ContextNet, GeometryLookup, UpdateBlock
 from .upsample import ConvexUpsampler
 from .volume import ConcatVolume, build_gwc
 
-FEATURE_NAMES = ('features_left_04', 'features_left_08', 'features_left_16', 'features_left_32',
-                 'features_right_04', 'stem_2x')
+FEATURE_NAMES = (
+    'features_left_04',
+    'features_left_08',
+    'features_left_16',
+    'features_left_32',
+    'features_right_04',
+    'stem_2x',
+)
 
 DEFAULT_CONFIG = {
-    'max_disp': 128,          # full-resolution pixels; volume depth D = max_disp // 4
+    'max_disp': 128,  # full-resolution pixels; volume depth D = max_disp // 4
     'cv_group': 8,
     'normalize': True,
-    'valid_iters': 4,         # refinement iterations at inference
+    'valid_iters': 4,  # refinement iterations at inference
     'train_iters': 4,
-    'enc': [24, 32, 48, 64, 96],        # encoder channels at 1/2, 1/4, 1/8, 1/16, 1/32
-    'feat': [64, 64, 96, 96],           # decoder output channels at 1/4, 1/8, 1/16, 1/32
+    'enc': [24, 32, 48, 64, 96],  # encoder channels at 1/2, 1/4, 1/8, 1/16, 1/32
+    'feat': [64, 64, 96, 96],  # decoder output channels at 1/4, 1/8, 1/16, 1/32
     'stem_ch': 24,
     'concat_ch': 8,
-    'vol': [16, 24, 32, 48],            # hourglass channels at volume scales 1, 1/2, 1/4, 1/8
+    'vol': [16, 24, 32, 48],  # hourglass channels at volume scales 1, 1/2, 1/4, 1/8
     'geo_ch': 4,
     'hidden': 48,
     'ctx': 48,
-    'guide_ch': 8,            # joint-bilateral term of the upsampler (0: plain convex upsampling)
+    'guide_ch': 8,  # joint-bilateral term of the upsampler (0: plain convex upsampling)
 }
 
 
@@ -53,7 +65,9 @@ def make_config(overrides=None):
     if cfg['max_disp'] % 32 or cfg['max_disp'] <= 0:
         raise ValueError(f'max_disp must be a positive multiple of 32, got {cfg["max_disp"]}')
     if cfg['feat'][0] % cfg['cv_group']:
-        raise ValueError(f'1/4 features ({cfg["feat"][0]} ch) must split into cv_group={cfg["cv_group"]}')
+        raise ValueError(
+            f'1/4 features ({cfg["feat"][0]} ch) must split into cv_group={cfg["cv_group"]}'
+        )
     return cfg
 
 
@@ -70,8 +84,9 @@ class FFSSmall(nn.Module):
         f4, f8, f16, f32 = cfg['feat']
         self.feature_net = FeatureNet(cfg['enc'], cfg['feat'], cfg['stem_ch'])
         self.concat = ConcatVolume(f4, cfg['concat_ch'], self.num_disp)
-        self.cost_filter = CostFilter(self.cv_group + 2 * cfg['concat_ch'], cfg['vol'], cfg['feat'],
-                                      cfg['geo_ch'])
+        self.cost_filter = CostFilter(
+            self.cv_group + 2 * cfg['concat_ch'], cfg['vol'], cfg['feat'], cfg['geo_ch']
+        )
         self.context = ContextNet(f4, cfg['hidden'], cfg['ctx'])
         self.lookup = GeometryLookup(levels=2)
         lookup_ch = 2 * 9 * (cfg['geo_ch'] + 1)
@@ -80,26 +95,46 @@ class FFSSmall(nn.Module):
 
     # ---- stage 1 ----
     def features(self, left, right):
-        """left, right float32 [B,3,H,W] RGB 0..255 -> dict of the six upstream-named feature tensors."""
+        """left, right float32 [B,3,H,W] RGB 0..255 -> dict of the six upstream-named feature
+        tensors.
+        """
         return self.feature_net(left, right)
 
     def gwc(self, features_left_04, features_right_04):
         """The contract's GWC volume [B,G,D,H/4,W/4] (float32)."""
-        return build_gwc(features_left_04, features_right_04, self.cv_group, self.num_disp, self.normalize)
+        return build_gwc(
+            features_left_04, features_right_04, self.cv_group, self.num_disp, self.normalize
+        )
 
     # ---- stage 2 ----
-    def post(self, features_left_04, features_left_08, features_left_16, features_left_32,
-             features_right_04, stem_2x, gwc_volume, iters=None, return_all=False):
-        """-> disparity [B,1,H,W] in pixels. return_all=True (training) returns a dict with the
-        x4-upsampled initial and per-iteration predictions too."""
+    def post(
+        self,
+        features_left_04,
+        features_left_08,
+        features_left_16,
+        features_left_32,
+        features_right_04,
+        stem_2x,
+        gwc_volume,
+        iters=None,
+        return_all=False,
+    ):
+        """-> disparity [B,1,H,W] in pixels.
+
+        return_all=True (training) returns a dict with the x4-upsampled initial and per-iteration
+        predictions too.
+        """
         iters = self.valid_iters if iters is None else int(iters)
         gwc = gwc_volume.float()
         vol = torch.cat([gwc, self.concat(features_left_04, features_right_04)], 1)
-        geo, logits = self.cost_filter(vol, features_left_04, features_left_08, features_left_16,
-                                       features_left_32)
-        prob = torch.softmax(logits, 1)                                 # [B,D,h,w]
-        dvals = torch.arange(logits.shape[1], dtype=prob.dtype, device=prob.device).view(1, -1, 1, 1)
-        disp = (prob * dvals).sum(1, keepdim=True)                      # 1/4-pixel units
+        geo, logits = self.cost_filter(
+            vol, features_left_04, features_left_08, features_left_16, features_left_32
+        )
+        prob = torch.softmax(logits, 1)  # [B,D,h,w]
+        dvals = torch.arange(logits.shape[1], dtype=prob.dtype, device=prob.device).view(
+            1, -1, 1, 1
+        )
+        disp = (prob * dvals).sum(1, keepdim=True)  # 1/4-pixel units
         preds = [disp] if return_all else None
         h, ctx = self.context(features_left_04)
         pyr = self.lookup.build(geo, features_left_04, features_right_04)
@@ -112,7 +147,10 @@ class FFSSmall(nn.Module):
         full = self.upsampler(disp, h, stem_2x)
         if not return_all:
             return full
-        ups = [F.interpolate(p * 4.0, scale_factor=4.0, mode='bilinear', align_corners=False) for p in preds]
+        ups = [
+            F.interpolate(p * 4.0, scale_factor=4.0, mode='bilinear', align_corners=False)
+            for p in preds
+        ]
         return {'final': full, 'init': ups[0], 'iters': ups[1:]}
 
     def forward(self, left, right, iters=None):

@@ -1,19 +1,23 @@
 """Training loop for FFSSmall on cached synthetic scenes.
 
-AdamW with a one-cycle schedule, random crops, smooth-L1 on the full-resolution output plus the x4-upsampled
-initial (soft-argmin) disparity and every refinement iteration (later iterations weighted more). Resumable:
-`latest.pt` in the run directory holds model, optimizer, scheduler, step and RNG states; `log.jsonl` gets one
+AdamW with a one-cycle schedule, random crops, smooth-L1 on the full-resolution output plus the
+x4-upsampled
+initial (soft-argmin) disparity and every refinement iteration (later iterations weighted more).
+Resumable:
+`latest.pt` in the run directory holds model, optimizer, scheduler, step and RNG states;
+`log.jsonl` gets one
 line per logged step (loss, EPE, bad-3 of the final output on valid pixels, lr, seconds per step).
 SIGTERM/SIGINT save a checkpoint before exiting.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import math
+from pathlib import Path
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,20 +27,42 @@ from .data import CropDataset, generate_cache, load_cache
 from .net import FFSSmall, count_parameters
 
 DEFAULT_TRAIN = {
-    'steps': 3000, 'batch': 4, 'crop': [160, 288], 'lr': 1e-3, 'weight_decay': 1e-4, 'pct_start': 0.05,
-    'grad_clip': 1.0, 'iter_gamma': 0.8, 'init_weight': 0.5,
-    'occluded_weight': 0.0,  # loss weight of occluded pixels (exact disparity in our scenes); 0: ignore them
-    'ckpt_every': 100, 'keep_every': 500,
-    'log_every': 10, 'seed': 0, 'threads': 2,
-    'device': 'cpu',    # 'cuda' on a GPU machine: model, batches and the volume live there
-    'deadline': None,   # 'HH:MM' (UTC, today): one-cycle over wall-clock time instead of steps, stop there
-    'trainable': None,  # list of module names (e.g. [upsampler]) to train, the rest frozen in eval mode; None: all
+    'steps': 3000,
+    'batch': 4,
+    'crop': [160, 288],
+    'lr': 1e-3,
+    'weight_decay': 1e-4,
+    'pct_start': 0.05,
+    'grad_clip': 1.0,
+    'iter_gamma': 0.8,
+    'init_weight': 0.5,
+    # loss weight of occluded pixels (exact disparity in our scenes); 0: ignore them
+    'occluded_weight': 0.0,
+    'ckpt_every': 100,
+    'keep_every': 500,
+    'log_every': 10,
+    'seed': 0,
+    'threads': 2,
+    'device': 'cpu',  # 'cuda' on a GPU machine: model, batches and the volume live there
+    # 'HH:MM' (UTC, today): one-cycle over wall-clock time instead of steps, stop there
+    'deadline': None,
+    # list of module names (e.g. [upsampler]) to train, the rest frozen in eval mode; None: all
+    'trainable': None,
 }
-# parameters a fine-tune may add to an --init checkpoint: modules whose fresh initialisation has a negligible
-# effect (the upsampler's guide: ~0.01 px), so the initialised model computes what the checkpoint did
+# parameters a fine-tune may add to an --init checkpoint: modules whose fresh initialisation has a
+# negligible
+# effect (the upsampler's guide: ~0.01 px), so the initialised model computes what the checkpoint
+# did
 INIT_MAY_ADD = ('upsampler.guide',)
-DEFAULT_DATA = {'cache': 'data_cache/train_v1', 'n': 4000, 'height': 192, 'width': 320,
-                'max_disparity': 96.0, 'seed': 1, 'scene_opts': {}}
+DEFAULT_DATA = {
+    'cache': 'data_cache/train_v1',
+    'n': 4000,
+    'height': 192,
+    'width': 320,
+    'max_disparity': 96.0,
+    'seed': 1,
+    'scene_opts': {},
+}
 
 
 def merge(defaults, overrides, what):
@@ -49,7 +75,10 @@ def merge(defaults, overrides, what):
 
 
 def one_cycle_lr(p, max_lr, pct_start, div=25.0, final_div=1e4):
-    """One-cycle learning rate at progress p in [0, 1]: cosine warm-up to max_lr, cosine anneal to ~0."""
+    """One-cycle learning rate at progress p in [0, 1]:
+
+    cosine warm-up to max_lr, cosine anneal to ~0.
+    """
     p = min(max(p, 0.0), 1.0)
     lo, end = max_lr / div, max_lr / div / final_div
     if p < pct_start:
@@ -60,8 +89,11 @@ def one_cycle_lr(p, max_lr, pct_start, div=25.0, final_div=1e4):
 
 
 def parse_deadline(text, now=None):
-    """'HH:MM' (UTC) -> epoch seconds of the next such time (today, or tomorrow if already past)."""
+    """'HH:MM' (UTC) -> epoch seconds of the next such time (today, or tomorrow if already
+    past).
+    """
     import datetime as dt
+
     now = dt.datetime.now(dt.timezone.utc) if now is None else now
     try:
         hh, mm = (int(v) for v in str(text).split(':'))
@@ -74,8 +106,11 @@ def parse_deadline(text, now=None):
 
 
 def sequence_loss(out, gt, valid, iter_gamma=0.8, init_weight=0.5):
-    """Smooth-L1 over valid pixels: final + init_weight*init + sum_i gamma^(n-1-i) * iter_i.
-    `valid` is a bool mask or a float per-pixel weight; the loss is the weighted mean."""
+    """Smooth-L1 over valid pixels:
+
+    final + init_weight*init + sum_i gamma^(n-1-i) * iter_i. `valid` is a bool mask or a float
+    per-pixel weight; the loss is the weighted mean.
+    """
     m = valid.float()
     denom = m.sum().clamp(min=1.0)
 
@@ -102,9 +137,19 @@ def _rng_state(np_rng):
 
 def save_checkpoint(path, model, opt, sched, step, np_rng, cfg, extra=None):
     tmp = Path(str(path) + '.tmp')
-    torch.save({'config': model.config, 'state_dict': model.state_dict(), 'optimizer': opt.state_dict(),
-                'scheduler': sched.state_dict(), 'step': step, 'rng': _rng_state(np_rng),
-                'train_config': cfg, **(extra or {})}, tmp)
+    torch.save(
+        {
+            'config': model.config,
+            'state_dict': model.state_dict(),
+            'optimizer': opt.state_dict(),
+            'scheduler': sched.state_dict(),
+            'step': step,
+            'rng': _rng_state(np_rng),
+            'train_config': cfg,
+            **(extra or {}),
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -115,7 +160,10 @@ def freeze_except(model, trainable):
     names = [n for n, _ in model.named_children()]
     unknown = [t for t in trainable if t not in names]
     if unknown or not trainable:
-        raise ValueError(f'train.trainable {trainable!r}: name top-level modules of the model: {", ".join(names)}')
+        raise ValueError(
+            f'train.trainable {trainable!r}: name top-level modules of the model: '
+            f'{", ".join(names)}'
+        )
     frozen = [n for n in names if n not in trainable]
     for n in frozen:
         for p in model.get_submodule(n).parameters():
@@ -126,14 +174,17 @@ def freeze_except(model, trainable):
 def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, init=None):
     """Run (or resume) training as configured. Returns the run directory.
 
-    init: a checkpoint whose weights start a new run (fine-tuning, e.g. from models/ffs_small.pt) with a
-    fresh optimizer and schedule; its model config must match the configured one."""
+    init: a checkpoint whose weights start a new run (fine-tuning, e.g. from models/ffs_small.pt)
+    with a
+    fresh optimizer and schedule; its model config must match the configured one.
+    """
     tcfg = merge(DEFAULT_TRAIN, cfg.get('train'), 'train')
     dcfg = merge(DEFAULT_DATA, cfg.get('data'), 'data')
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(tcfg['threads']))
-    # data.cache: a path, or a list of paths / {path, n, seed, scene_opts} entries (missing caches are generated)
+    # data.cache: a path, or a list of paths / {path, n, seed, scene_opts} entries (missing caches
+    # are generated)
     entries = dcfg['cache'] if isinstance(dcfg['cache'], list) else [dcfg['cache']]
     caches = []
     for e in entries:
@@ -141,8 +192,17 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
         path = Path(spec['path'])
         if not (path / 'meta.json').is_file():
             log(f'generating {spec["n"]} scenes into {path} ...')
-            generate_cache(path, spec['n'], spec['height'], spec['width'], spec['max_disparity'], spec['seed'],
-                           workers=int(tcfg['threads']), progress=log, scene_opts=spec.get('scene_opts'))
+            generate_cache(
+                path,
+                spec['n'],
+                spec['height'],
+                spec['width'],
+                spec['max_disparity'],
+                spec['seed'],
+                workers=int(tcfg['threads']),
+                progress=log,
+                scene_opts=spec.get('scene_opts'),
+            )
         load_cache(path)
         caches.append(str(path))
     model = FFSSmall(cfg.get('model'))
@@ -154,20 +214,37 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
             missing, unexpected = [f'shape mismatch: {e}'], []
         bad = [k for k in missing if not k.startswith(INIT_MAY_ADD)] + list(unexpected)
         if bad:
-            raise ValueError(f'--init {init}: its weights do not fit the configured model ({", ".join(bad[:5])}); '
-                             f'use the model section it was trained with') from None
-        log(f'initialised from {init} (trained {ck.get("step", "?")} steps)'
-            + (f'; new parameters with negligible initial effect: {", ".join(missing)}' if missing else ''))
+            raise ValueError(
+                f'--init {init}: its weights do not fit the configured model '
+                f'({", ".join(bad[:5])}); '
+                f'use the model section it was trained with'
+            ) from None
+        log(
+            f'initialised from {init} (trained {ck.get("step", "?")} steps)'
+            + (
+                f'; new parameters with negligible initial effect: {", ".join(missing)}'
+                if missing
+                else ''
+            )
+        )
     device = torch.device(tcfg['device'])
     model.to(device)
     ds = CropDataset(caches, tcfg['crop'], model.max_disp, occluded_weight=tcfg['occluded_weight'])
     frozen = freeze_except(model, tcfg['trainable'])
     if frozen:
-        log(f'training only {", ".join(tcfg["trainable"])}; frozen (eval mode): {", ".join(frozen)}')
+        log(
+            f'training only {", ".join(tcfg["trainable"])}; frozen (eval mode): '
+            f'{", ".join(frozen)}'
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg['lr'], weight_decay=tcfg['weight_decay'])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tcfg['lr'], total_steps=int(tcfg['steps']),
-                                                pct_start=tcfg['pct_start'], anneal_strategy='cos')
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=tcfg['lr'],
+        total_steps=int(tcfg['steps']),
+        pct_start=tcfg['pct_start'],
+        anneal_strategy='cos',
+    )
     np_rng = np.random.default_rng(tcfg['seed'])
     torch.manual_seed(tcfg['seed'])
     step = 0
@@ -176,44 +253,61 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
     if resume:
         if not latest.is_file():
             raise FileNotFoundError(f'--resume: no {latest}; start without --resume')
-        ck = torch.load(latest, map_location='cpu', weights_only=False)  # optimizer state follows the params
+        ck = torch.load(
+            latest, map_location='cpu', weights_only=False
+        )  # optimizer state follows the params
         model.load_state_dict(ck['state_dict'])
         opt.load_state_dict(ck['optimizer'])
         sched.load_state_dict(ck['scheduler'])
-        if sched.total_steps != int(tcfg['steps']):  # schedule length changed in the config: re-plan phases
+        if sched.total_steps != int(
+            tcfg['steps']
+        ):  # schedule length changed in the config: re-plan phases
             fresh = torch.optim.lr_scheduler.OneCycleLR(
-                torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=tcfg['lr']), max_lr=tcfg['lr'],
-                total_steps=int(tcfg['steps']), pct_start=tcfg['pct_start'], anneal_strategy='cos')
+                torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=tcfg['lr']),
+                max_lr=tcfg['lr'],
+                total_steps=int(tcfg['steps']),
+                pct_start=tcfg['pct_start'],
+                anneal_strategy='cos',
+            )
             sched.total_steps = fresh.total_steps
             sched._schedule_phases = fresh._schedule_phases
             log(f'one-cycle schedule re-planned to {tcfg["steps"]} steps')
         step = int(ck['step'])
         if 'time_start' in ck:
             time_start = float(ck['time_start'])
-        elif (out / 'log.jsonl').is_file():  # older checkpoint: recover the start from the first log line
+        elif (
+            out / 'log.jsonl'
+        ).is_file():  # older checkpoint: recover the start from the first log line
             first = json.loads((out / 'log.jsonl').read_text().splitlines()[0])
             time_start = first['time'] - first['s_per_step'] * first['step']
         torch.set_rng_state(ck['rng']['torch'])
         np_rng.bit_generator.state = ck['rng']['numpy']
         log(f'resumed from {latest} at step {step}')
-    (out / 'config.json').write_text(json.dumps({'model': model.config, 'train': tcfg, 'data': dcfg}, indent=1))
+    (out / 'config.json').write_text(
+        json.dumps({'model': model.config, 'train': tcfg, 'data': dcfg}, indent=1)
+    )
     log(f'model parameters: {count_parameters(model)}; steps {step} -> {tcfg["steps"]}')
     stop = {'flag': False}
 
     def _stop(signum, frame):  # noqa: ARG001
         stop['flag'] = True
+
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     model.train()
     for name in frozen:
         model.get_submodule(name).eval()  # frozen BatchNorm statistics stay as trained
     iters = int(model.config['train_iters'])
     t_last, steps_since = time.time(), 0
-    end = int(tcfg['steps']) if max_steps is None else min(int(tcfg['steps']), step + int(max_steps))
+    end = (
+        int(tcfg['steps']) if max_steps is None else min(int(tcfg['steps']), step + int(max_steps))
+    )
     deadline = parse_deadline(tcfg['deadline']) if tcfg['deadline'] else None
     if deadline:
         end = int(1e9) if max_steps is None else step + int(max_steps)
-        log(f'time-based one-cycle from {time.strftime("%H:%M:%S", time.gmtime(time_start))} to '
-            f'{time.strftime("%H:%M:%S", time.gmtime(deadline))} UTC')
+        log(
+            f'time-based one-cycle from {time.strftime("%H:%M:%S", time.gmtime(time_start))} to '
+            f'{time.strftime("%H:%M:%S", time.gmtime(deadline))} UTC'
+        )
     extra = {'time_start': time_start}
     try:
         with open(out / 'log.jsonl', 'a') as logf:
@@ -229,7 +323,9 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                 f = model.features(b['left'], b['right'])
                 vol = model.gwc(f['features_left_04'], f['features_right_04'])
                 o = model.post(**f, gwc_volume=vol, iters=iters, return_all=True)
-                loss = sequence_loss(o, b['disp'], b['weight'], tcfg['iter_gamma'], tcfg['init_weight'])
+                loss = sequence_loss(
+                    o, b['disp'], b['weight'], tcfg['iter_gamma'], tcfg['init_weight']
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, tcfg['grad_clip'])
@@ -243,10 +339,16 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                         epe, bad3 = metrics(o['final'], b['disp'], b['valid'])
                         epe0, _ = metrics(o['init'], b['disp'], b['valid'])
                     now = time.time()
-                    rec = {'step': step, 'loss': round(loss.item(), 4), 'epe': round(epe, 3),
-                           'bad3': round(bad3, 4), 'epe_init': round(epe0, 3),
-                           'lr': float(opt.param_groups[0]['lr']), 's_per_step': round((now - t_last) / steps_since, 3),
-                           'time': now}
+                    rec = {
+                        'step': step,
+                        'loss': round(loss.item(), 4),
+                        'epe': round(epe, 3),
+                        'bad3': round(bad3, 4),
+                        'epe_init': round(epe0, 3),
+                        'lr': float(opt.param_groups[0]['lr']),
+                        's_per_step': round((now - t_last) / steps_since, 3),
+                        'time': now,
+                    }
                     logf.write(json.dumps(rec) + '\n')
                     logf.flush()
                     log(json.dumps(rec))
@@ -254,12 +356,20 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                 if step % tcfg['ckpt_every'] == 0:
                     save_checkpoint(latest, model, opt, sched, step, np_rng, tcfg, extra)
                     if tcfg['keep_every'] and step % tcfg['keep_every'] == 0:
-                        torch.save({'config': model.config, 'state_dict': model.state_dict(), 'step': step},
-                                   out / f'model_{step:06d}.pt')
+                        torch.save(
+                            {
+                                'config': model.config,
+                                'state_dict': model.state_dict(),
+                                'step': step,
+                            },
+                            out / f'model_{step:06d}.pt',
+                        )
     finally:
         save_checkpoint(latest, model, opt, sched, step, np_rng, tcfg, extra)
         for s, h in old.items():
             signal.signal(s, h)
-    torch.save({'config': model.config, 'state_dict': model.state_dict(), 'step': step}, out / 'final.pt')
+    torch.save(
+        {'config': model.config, 'state_dict': model.state_dict(), 'step': step}, out / 'final.pt'
+    )
     log(f'stopped at step {step}; checkpoint {latest}')
     return out

@@ -8,18 +8,20 @@ statuses named after the node, following diagnostic_updater's conventions:
                        ERROR: no pairs for `no_pairs_timeout` s, or bad input in the window.
                        WARN:  pair rate below expected_rate * (1 - rate_tolerance).
 - "<node>: processing" per-stage p50/p95 ms and age (publish time - header stamp).
-                       WARN: output rate below expected (slow) or age p95 above `stale_age` (stale).
+                       WARN: output rate below expected (slow) or age p95 above `stale_age`
+                       (stale).
                        ERROR: processing raised in the window (internal error, see the log).
 - "<node>: model"      backend, model, device, network and input resolution.
 
 Pure Python (no rclpy); `to_msg()` converts to diagnostic_msgs when it is importable.
 """
+
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
+import threading
+import time
 from typing import Optional
 
 import numpy as np
@@ -32,6 +34,7 @@ STAGES = ('convert', 'match', 'depth', 'cloud', 'publish')
 @dataclass
 class Status:
     """One diagnostic status, independent of ROS message types."""
+
     level: int
     name: str
     message: str
@@ -43,11 +46,11 @@ class Status:
 class HealthConfig:
     node_name: str = 'stereo_node'
     hardware_id: str = ''
-    expected_rate: float = 0.0       # Hz; 0 disables the rate checks
-    rate_tolerance: float = 0.5      # WARN below expected_rate * (1 - tolerance)
-    window: float = 5.0              # s: rates, percentiles and bad input are judged over this
-    no_pairs_timeout: float = 3.0    # s without a synchronized pair -> ERROR
-    stale_age: float = 0.5           # s: age p95 above this -> WARN
+    expected_rate: float = 0.0  # Hz; 0 disables the rate checks
+    rate_tolerance: float = 0.5  # WARN below expected_rate * (1 - tolerance)
+    window: float = 5.0  # s: rates, percentiles and bad input are judged over this
+    no_pairs_timeout: float = 3.0  # s without a synchronized pair -> ERROR
+    stale_age: float = 0.5  # s: age p95 above this -> WARN
 
 
 class _Stamped:
@@ -129,7 +132,9 @@ class NodeHealth:
             self._errors.add(now, problem)
             self.errors_total += 1
 
-    def published(self, timings_ms: dict, age_s: float, resolution: Optional[tuple] = None) -> None:
+    def published(
+        self, timings_ms: dict, age_s: float, resolution: Optional[tuple] = None
+    ) -> None:
         now = self._clock()
         with self._lock:
             self._published.add(now)
@@ -138,13 +143,18 @@ class NodeHealth:
             self._run_ages.append(age_s)
             for stage, ms in timings_ms.items():
                 self._stages.setdefault(stage, _Stamped(maxlen=512)).add(now, float(ms))
-                self._run_stages.setdefault(stage, deque(maxlen=self.RUN_SAMPLES)).append(float(ms))
+                self._run_stages.setdefault(stage, deque(maxlen=self.RUN_SAMPLES)).append(
+                    float(ms)
+                )
             if resolution is not None:
                 self.input_resolution = tuple(resolution)
 
     # ---- reporting ----
     def run_summary(self) -> dict:
-        """{'stages': {stage: (p50_ms, p95_ms)}, 'age': (p50_s, p95_s)} over the last RUN_SAMPLES frames."""
+        """{'stages':
+
+        {stage: (p50_ms, p95_ms)}, 'age': (p50_s, p95_s)} over the last RUN_SAMPLES frames.
+        """
         with self._lock:
             stages = {k: percentiles(list(v)) for k, v in self._run_stages.items()}
             age = percentiles(list(self._run_ages))
@@ -155,15 +165,23 @@ class NodeHealth:
         now = self._clock()
         c = self.cfg
         with self._lock:
-            for s in (self._pairs, self._published, self._ages, self._bad, self._errors,
-                      *self._stages.values()):
+            for s in (
+                self._pairs,
+                self._published,
+                self._ages,
+                self._bad,
+                self._errors,
+                *self._stages.values(),
+            ):
                 s.prune(now, c.window)
             span = max(1e-3, min(c.window, now - self._start))
             pair_rate = len(self._pairs) / span
             out_rate = len(self._published) / span
             bad_recent = self._bad.values()
             err_recent = self._errors.values()
-            since_pair = now - (self.last_pair_time if self.last_pair_time is not None else self._start)
+            since_pair = now - (
+                self.last_pair_time if self.last_pair_time is not None else self._start
+            )
             stage_pct = {s: percentiles(v.values()) for s, v in self._stages.items()}
             age_p50, age_p95 = percentiles(self._ages.values())
             pairs_total, published_total = self.pairs_total, self.published_total
@@ -171,14 +189,36 @@ class NodeHealth:
             model_values = dict(self.model_values)
             in_res = self.input_resolution
         hw = c.hardware_id or c.node_name
-        return [self._input_status(hw, pair_rate, since_pair, sync_failures, dropped, bad_recent,
-                                   bad_total, last_bad, pairs_total),
-                self._processing_status(hw, out_rate, stage_pct, age_p50, age_p95, err_recent,
-                                        published_total),
-                self._model_status(hw, model_values, in_res)]
+        return [
+            self._input_status(
+                hw,
+                pair_rate,
+                since_pair,
+                sync_failures,
+                dropped,
+                bad_recent,
+                bad_total,
+                last_bad,
+                pairs_total,
+            ),
+            self._processing_status(
+                hw, out_rate, stage_pct, age_p50, age_p95, err_recent, published_total
+            ),
+            self._model_status(hw, model_values, in_res),
+        ]
 
-    def _input_status(self, hw, rate, since_pair, sync_failures, dropped, bad_recent, bad_total,
-                      last_bad, pairs_total) -> Status:
+    def _input_status(
+        self,
+        hw,
+        rate,
+        since_pair,
+        sync_failures,
+        dropped,
+        bad_recent,
+        bad_total,
+        last_bad,
+        pairs_total,
+    ) -> Status:
         c = self.cfg
         values = {
             'pair rate (Hz)': f'{rate:.2f}',
@@ -192,19 +232,35 @@ class NodeHealth:
             'seconds since last pair': f'{since_pair:.1f}',
         }
         if bad_recent:
-            return Status(ERROR, f'{c.node_name}: input', f'bad input: {bad_recent[-1]}', hw, values)
+            return Status(
+                ERROR, f'{c.node_name}: input', f'bad input: {bad_recent[-1]}', hw, values
+            )
         if since_pair > c.no_pairs_timeout:
-            hint = (f'; {sync_failures} images found no partner: stamps differ? try approximate_sync'
-                    if sync_failures else '; check the topic names, remaps and QoS')
-            return Status(ERROR, f'{c.node_name}: input',
-                          f'no synchronized pairs for {since_pair:.1f} s{hint}', hw, values)
+            hint = (
+                f'; {sync_failures} images found no partner: stamps differ? try approximate_sync'
+                if sync_failures
+                else '; check the topic names, remaps and QoS'
+            )
+            return Status(
+                ERROR,
+                f'{c.node_name}: input',
+                f'no synchronized pairs for {since_pair:.1f} s{hint}',
+                hw,
+                values,
+            )
         if c.expected_rate > 0 and rate < c.expected_rate * (1.0 - c.rate_tolerance):
-            return Status(WARN, f'{c.node_name}: input',
-                          f'pair rate {rate:.1f} Hz below expected {c.expected_rate:.1f} Hz', hw, values)
+            return Status(
+                WARN,
+                f'{c.node_name}: input',
+                f'pair rate {rate:.1f} Hz below expected {c.expected_rate:.1f} Hz',
+                hw,
+                values,
+            )
         return Status(OK, f'{c.node_name}: input', f'{rate:.1f} Hz', hw, values)
 
-    def _processing_status(self, hw, out_rate, stage_pct, age_p50, age_p95, err_recent,
-                           published_total) -> Status:
+    def _processing_status(
+        self, hw, out_rate, stage_pct, age_p50, age_p95, err_recent, published_total
+    ) -> Status:
         c = self.cfg
         values = {'output rate (Hz)': f'{out_rate:.2f}', 'frames published': str(published_total)}
         for stage, (p50, p95) in stage_pct.items():
@@ -215,13 +271,29 @@ class NodeHealth:
         name = f'{c.node_name}: processing'
         if err_recent:
             return Status(ERROR, name, f'processing failed: {err_recent[-1]}', hw, values)
-        if c.expected_rate > 0 and published_total and out_rate < c.expected_rate * (1.0 - c.rate_tolerance):
+        if (
+            c.expected_rate > 0
+            and published_total
+            and out_rate < c.expected_rate * (1.0 - c.rate_tolerance)
+        ):
             m50 = stage_pct.get('match', (float('nan'),))[0]
-            return Status(WARN, name, f'slow: {out_rate:.1f} Hz of expected {c.expected_rate:.1f} Hz '
-                                      f'(match p50 {m50:.0f} ms)', hw, values)
+            return Status(
+                WARN,
+                name,
+                f'slow: {out_rate:.1f} Hz of expected {c.expected_rate:.1f} Hz '
+                f'(match p50 {m50:.0f} ms)',
+                hw,
+                values,
+            )
         if age_p95 == age_p95 and age_p95 > c.stale_age:
-            return Status(WARN, name, f'stale: outputs are {age_p95 * 1e3:.0f} ms old (p95) '
-                                      f'> {c.stale_age * 1e3:.0f} ms', hw, values)
+            return Status(
+                WARN,
+                name,
+                f'stale: outputs are {age_p95 * 1e3:.0f} ms old (p95) '
+                f'> {c.stale_age * 1e3:.0f} ms',
+                hw,
+                values,
+            )
         if not published_total:
             return Status(OK, name, 'waiting for pairs (or no subscribers)', hw, values)
         return Status(OK, name, f'{out_rate:.1f} Hz, age p50 {age_p50 * 1e3:.0f} ms', hw, values)
@@ -230,13 +302,14 @@ class NodeHealth:
         values = dict(model_values)
         if in_res:
             values['input resolution'] = f'{in_res[1]}x{in_res[0]}'
-        msg = f"{values.get('backend', '?')} on {values.get('device', '?')}"
+        msg = f'{values.get("backend", "?")} on {values.get("device", "?")}'
         return Status(OK, f'{self.cfg.node_name}: model', msg, hw, values)
 
 
 def to_msg(statuses: list[Status], stamp=None):
     """Convert to diagnostic_msgs/DiagnosticArray (imports the message package lazily)."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
     arr = DiagnosticArray()
     if stamp is not None:
         arr.header.stamp = stamp

@@ -17,22 +17,27 @@ even while a native matcher call (ONNX Runtime, OpenCV, torch) is still running.
 Bad input never crashes the node: a throttled log line naming the problem and the fix, a
 diagnostics ERROR, the frame dropped, the next good pair processed.
 """
+
 from __future__ import annotations
 
+from collections import deque
 import os
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections import deque
 from typing import Optional
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+import rclpy
 from rclpy.node import Node
-from rclpy.qos import (QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
-                       qos_profile_system_default)
+from rclpy.qos import (
+    QoSProfile,
+    QoSReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from stereo_msgs.msg import DisparityImage
 
@@ -64,7 +69,9 @@ def make_qos(kind: str, depth: int) -> QoSProfile:
 def build_matcher(values: dict, logger=None) -> StereoMatcher:
     """The matcher the parameters ask for (raises ParamError with the reason when impossible).
 
-    The backend policy ('auto', its sgbm fall-back while no model is installed) is load_matcher's."""
+    The backend policy ('auto', its sgbm fall-back while no model is installed) is
+    load_matcher's.
+    """
     backend = values['backend']
     model = values['model'] or None
     options = P.matcher_options(values)
@@ -72,8 +79,11 @@ def build_matcher(values: dict, logger=None) -> StereoMatcher:
     try:
         return load_matcher(model, backend=backend, device=device, **options)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
-        raise P.ParamError(f'cannot load backend {backend!r}'
-                           + (f' with model {values["model"]!r}' if model else '') + f': {e}') from e
+        raise P.ParamError(
+            f'cannot load backend {backend!r}'
+            + (f' with model {values["model"]!r}' if model else '')
+            + f': {e}'
+        ) from e
 
 
 class StereoNode(Node):
@@ -82,16 +92,21 @@ class StereoNode(Node):
     Raises ParamError from the constructor when the parameters are unusable.
     """
 
-    def __init__(self, node_name: str = 'stereo_node', *, matcher: Optional[StereoMatcher] = None,
-                 **node_kwargs) -> None:
+    def __init__(
+        self,
+        node_name: str = 'stereo_node',
+        *,
+        matcher: Optional[StereoMatcher] = None,
+        **node_kwargs,
+    ) -> None:
         super().__init__(node_name, **node_kwargs)
         self._worker: Optional[LatestWorker] = None
         self.matcher: Optional[StereoMatcher] = None
         # shutdown: set under _publish_lock, so no publish starts (or is half-way) once it is set
         self._closing = False
         self._publish_lock = threading.Lock()
-        self._info_cond = threading.Condition()   # camera infos arrived (waited on by the worker)
-        self.worker_abandoned = False   # the worker was still in the matcher when the node stopped
+        self._info_cond = threading.Condition()  # camera infos arrived (waited on by the worker)
+        self.worker_abandoned = False  # the worker was still in the matcher when the node stopped
         try:
             self._setup(matcher)
         except BaseException:
@@ -100,10 +115,14 @@ class StereoNode(Node):
 
     def _setup(self, matcher: Optional[StereoMatcher]) -> None:
         self.values = P.declare(self)
-        unknown = sorted(set(getattr(self, '_parameter_overrides', {})) - set(P.SPEC_BY_NAME) - {'use_sim_time'})
+        unknown = sorted(
+            set(getattr(self, '_parameter_overrides', {})) - set(P.SPEC_BY_NAME) - {'use_sim_time'}
+        )
         if unknown:
-            self.get_logger().warning(f'ignoring unknown parameters {unknown} (typo in the params file?); '
-                                      f'known: {", ".join(P.SPEC_BY_NAME)}')
+            self.get_logger().warning(
+                f'ignoring unknown parameters {unknown} (typo in the params file?); '
+                f'known: {", ".join(P.SPEC_BY_NAME)}'
+            )
         v = self.values
         self.matcher = matcher if matcher is not None else build_matcher(v, self.get_logger())
         try:
@@ -111,24 +130,36 @@ class StereoNode(Node):
         except ValueError as e:
             raise P.ParamError(str(e)) from e
         info = self.matcher.info
-        self.health = NodeHealth(HealthConfig(
-            node_name=self.get_name(), hardware_id=self.get_fully_qualified_name(),
-            expected_rate=v['expected_rate'], rate_tolerance=v['rate_tolerance'],
-            window=v['diagnostics_window_seconds'], no_pairs_timeout=v['no_pairs_timeout_seconds'],
-            stale_age=v['stale_age_seconds']))
+        self.health = NodeHealth(
+            HealthConfig(
+                node_name=self.get_name(),
+                hardware_id=self.get_fully_qualified_name(),
+                expected_rate=v['expected_rate'],
+                rate_tolerance=v['rate_tolerance'],
+                window=v['diagnostics_window_seconds'],
+                no_pairs_timeout=v['no_pairs_timeout_seconds'],
+                stale_age=v['stale_age_seconds'],
+            )
+        )
         self.health.model_values = {
-            'backend': info.backend, 'device': info.device, 'model': info.model,
-            'network resolution': (f'{info.network_size[1]}x{info.network_size[0]}' if info.network_size
-                                   else 'any (native)')}
+            'backend': info.backend,
+            'device': info.device,
+            'model': info.model,
+            'network resolution': (
+                f'{info.network_size[1]}x{info.network_size[0]}'
+                if info.network_size
+                else 'any (native)'
+            ),
+        }
         self._log_last: dict[str, float] = {}
-        self._last_stamp = [None, None]          # per side: reference for "stamps going backwards"
-        self._jump_stamp = [None, None]          # per side: a stamp far ahead, not yet confirmed
+        self._last_stamp = [None, None]  # per side: reference for "stamps going backwards"
+        self._jump_stamp = [None, None]  # per side: a stamp far ahead, not yet confirmed
         self._max_jump_ns = int(round(v['max_stamp_jump_seconds'] * 1e9))
         # camera infos: latest per side, and the last INFO_CACHE per side as (stamp_ns, msg)
         self._infos: list[Optional[CameraInfo]] = [None, None]
         self._prepared: set = set()
         self._info_cache = (deque(maxlen=INFO_CACHE), deque(maxlen=INFO_CACHE))
-        self._info_by_stamp = [False, False]     # per side: infos carry their image's stamp
+        self._info_by_stamp = [False, False]  # per side: infos carry their image's stamp
         self._info_wait = v['camera_info_wait_seconds']
         self._no_info_since: Optional[float] = None
         self._no_info_pairs = 0
@@ -137,29 +168,43 @@ class StereoNode(Node):
 
         qin = make_qos(v['input_qos'], v['queue_size'])
         qout = make_qos(v['output_qos'], 1)
-        self._sync = make_synchronizer(self._on_pair, queue_size=v['queue_size'],
-                                       approximate=v['approximate_sync'],
-                                       tolerance=v['approximate_sync_tolerance_seconds'])
-        self.sub_left = self.create_subscription(Image, 'left/image_rect', lambda m: self._on_image(LEFT, m), qin)
-        self.sub_right = self.create_subscription(Image, 'right/image_rect', lambda m: self._on_image(RIGHT, m), qin)
-        self.sub_left_info = self.create_subscription(CameraInfo, 'left/camera_info',
-                                                      lambda m: self._on_info(LEFT, m), qin)
-        self.sub_right_info = self.create_subscription(CameraInfo, 'right/camera_info',
-                                                       lambda m: self._on_info(RIGHT, m), qin)
+        self._sync = make_synchronizer(
+            self._on_pair,
+            queue_size=v['queue_size'],
+            approximate=v['approximate_sync'],
+            tolerance=v['approximate_sync_tolerance_seconds'],
+        )
+        self.sub_left = self.create_subscription(
+            Image, 'left/image_rect', lambda m: self._on_image(LEFT, m), qin
+        )
+        self.sub_right = self.create_subscription(
+            Image, 'right/image_rect', lambda m: self._on_image(RIGHT, m), qin
+        )
+        self.sub_left_info = self.create_subscription(
+            CameraInfo, 'left/camera_info', lambda m: self._on_info(LEFT, m), qin
+        )
+        self.sub_right_info = self.create_subscription(
+            CameraInfo, 'right/camera_info', lambda m: self._on_info(RIGHT, m), qin
+        )
         self.pub_disparity = self.create_publisher(DisparityImage, 'disparity', qout)
         self.pub_depth = self.create_publisher(Image, 'depth/image_rect', qout)
         self.pub_depth_info = self.create_publisher(CameraInfo, 'depth/camera_info', qout)
         self.pub_points = self.create_publisher(PointCloud2, 'points2', qout)
         self.pub_color = self.create_publisher(Image, 'disparity/color', qout)
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._worker = LatestWorker(self._process, self._on_worker_error, name=f'{self.get_name()}-worker')
-        self._diag_timer = self.create_timer(v['diagnostics_period_seconds'], self.publish_diagnostics)
+        self._worker = LatestWorker(
+            self._process, self._on_worker_error, name=f'{self.get_name()}-worker'
+        )
+        self._diag_timer = self.create_timer(
+            v['diagnostics_period_seconds'], self.publish_diagnostics
+        )
         self.get_logger().info(
             f'{info.backend} on {info.device} ({info.model}); sync '
             f'{"approximate %.3f s" % v["approximate_sync_tolerance_seconds"] if v["approximate_sync"] else "exact"}'
             f' ({self._sync.name})'
             f', input QoS {v["input_qos"]}, output QoS {v["output_qos"]}; listening on '
-            f'{self.sub_left.topic_name}, {self.sub_right.topic_name}')
+            f'{self.sub_left.topic_name}, {self.sub_right.topic_name}'
+        )
 
     # ---------------- executor thread ----------------
     def _on_info(self, side: int, msg: CameraInfo) -> None:
@@ -171,8 +216,11 @@ class StereoNode(Node):
             self._prepare_for((int(msg.height), int(msg.width)))
 
     def _prepare_for(self, hw: tuple) -> None:
-        """Once per camera size: let the matcher get ready (TensorRT builds its engines) in the background, so the
-        first pair does not block for minutes; pairs arriving meanwhile wait for it (latest pair wins)."""
+        """Once per camera size:
+
+        let the matcher get ready (TensorRT builds its engines) in the background, so the first
+        pair does not block for minutes; pairs arriving meanwhile wait for it (latest pair wins).
+        """
         if hw in self._prepared or hw[0] < 1 or hw[1] < 1:
             return
         self._prepared.add(hw)
@@ -184,13 +232,20 @@ class StereoNode(Node):
             t0 = time.monotonic()
             try:
                 self.matcher.prepare(hw)
-            except Exception as e:  # noqa: BLE001 - the first pair reports it again through the normal path
+            # noqa: BLE001 - the first pair reports it again through the normal path
+            except Exception as e:
                 logger.error(f'preparing the matcher for {hw[1]}x{hw[0]} failed: {e}')
                 return
             if time.monotonic() - t0 > 1.0:
-                logger.info(f'matcher ready for {hw[1]}x{hw[0]} after {time.monotonic() - t0:.1f} s')
-        note = ' (TensorRT engines are built now unless cached: this can take minutes)' \
-            if self.matcher.info.backend == 'tensorrt' else ''
+                logger.info(
+                    f'matcher ready for {hw[1]}x{hw[0]} after {time.monotonic() - t0:.1f} s'
+                )
+
+        note = (
+            ' (TensorRT engines are built now unless cached: this can take minutes)'
+            if self.matcher.info.backend == 'tensorrt'
+            else ''
+        )
         logger.info(f'preparing the matcher for {hw[1]}x{hw[0]} images{note}')
         threading.Thread(target=run, name=f'{self.get_name()}-prepare', daemon=True).start()
 
@@ -201,18 +256,23 @@ class StereoNode(Node):
         if last is not None and t > last + self._max_jump_ns:
             jump = self._jump_stamp[side]
             if jump is not None and jump <= t <= jump + self._max_jump_ns:
-                self._last_stamp[side] = t     # the next image confirms the new timeline
+                self._last_stamp[side] = t  # the next image confirms the new timeline
                 self._jump_stamp[side] = None
-                self.get_logger().info(f'header stamps on {topic} continue {(t - last) / 1e9:.3f} s '
-                                       f'ahead of the old timeline: following the new one')
-            else:   # processed, but the old timeline stays the reference until this is confirmed
+                self.get_logger().info(
+                    f'header stamps on {topic} continue {(t - last) / 1e9:.3f} s '
+                    f'ahead of the old timeline: following the new one'
+                )
+            else:  # processed, but the old timeline stays the reference until this is confirmed
                 self._jump_stamp[side] = t
                 self._warn_throttled(
                     f'stamp_jump_{side}',
                     f'header stamp on {topic} jumped {(t - last) / 1e9:.3f} s ahead (more than '
-                    f'max_stamp_jump_seconds = {self._max_jump_ns / 1e9:g}); processing it, but it becomes '
-                    f'the reference for later stamps only if the next image confirms the new timeline '
-                    f'(a wrong stamp in the driver? a clock jump?)')
+                    f'max_stamp_jump_seconds = {self._max_jump_ns / 1e9:g}); processing it, but '
+                    'it becomes '
+                    'the reference for later stamps only if the next image confirms the new '
+                    'timeline '
+                    f'(a wrong stamp in the driver? a clock jump?)',
+                )
             self._sync.add(side, msg)
             return
         self._jump_stamp[side] = None
@@ -223,7 +283,8 @@ class StereoNode(Node):
                 'stamps_backwards',
                 f'header stamp on {topic} went backwards by {(last - t) / 1e9:.3f} s',
                 'a looping bag or a restarted camera driver? (with rosbag use --clock and '
-                'use_sim_time); the node resynchronizes on the new timeline')
+                'use_sim_time); the node resynchronizes on the new timeline',
+            )
             return
         self._sync.add(side, msg)
 
@@ -233,10 +294,14 @@ class StereoNode(Node):
         if lf != rf and not self._frame_id_warned and not _left_right_names(lf, rf):
             self._frame_id_warned = True
             self.get_logger().warning(
-                f'left and right images have different frame_ids ({lf!r} on {self.sub_left.topic_name}, '
-                f'{rf!r} on {self.sub_right.topic_name}): a swapped or mis-remapped camera? Outputs carry '
-                f'the left frame_id {lf!r}. (Logged once; frame_ids that differ only by left/right are '
-                f'expected and not reported.)')
+                f'left and right images have different frame_ids ({lf!r} on '
+                f'{self.sub_left.topic_name}, '
+                f'{rf!r} on {self.sub_right.topic_name}): a swapped or mis-remapped camera? '
+                'Outputs carry '
+                f'the left frame_id {lf!r}. (Logged once; frame_ids that differ only by '
+                'left/right are '
+                f'expected and not reported.)'
+            )
         self._worker.submit((left, right))
 
     def _warn_throttled(self, key: str, text: str) -> None:
@@ -253,7 +318,9 @@ class StereoNode(Node):
 
     # ---------------- any thread ----------------
     def report_bad_input(self, key: str, problem: str, fix: str) -> None:
-        """Count, mark diagnostics ERROR and log (at most once per log_throttle_seconds per problem)."""
+        """Count, mark diagnostics ERROR and log (at most once per log_throttle_seconds per
+        problem).
+        """
         self.bad_frames += 1
         self.health.bad_input(problem)
         now = time.monotonic()
@@ -264,30 +331,38 @@ class StereoNode(Node):
     # ---------------- worker thread ----------------
     def wanted(self) -> Wanted:
         """Which outputs have subscribers right now."""
-        return Wanted(disparity=self.pub_disparity.get_subscription_count() > 0,
-                      depth=(self.pub_depth.get_subscription_count() > 0
-                             or self.pub_depth_info.get_subscription_count() > 0),
-                      cloud=self.pub_points.get_subscription_count() > 0,
-                      color=self.pub_color.get_subscription_count() > 0)
+        return Wanted(
+            disparity=self.pub_disparity.get_subscription_count() > 0,
+            depth=(
+                self.pub_depth.get_subscription_count() > 0
+                or self.pub_depth_info.get_subscription_count() > 0
+            ),
+            cloud=self.pub_points.get_subscription_count() > 0,
+            color=self.pub_color.get_subscription_count() > 0,
+        )
 
     def _infos_for(self, left: Image, right: Image) -> Optional[tuple]:
         """(left, right) CameraInfo for the pair's stamps, or None (reported) when a side has none.
 
         Exact stamp from the per-side cache, else the latest. Waits up to camera_info_wait_seconds
         while a side has no info at all, or its infos carry image stamps and the one for this stamp
-        has not arrived yet (drivers publish each image before its info)."""
+        has not arrived yet (drivers publish each image before its info).
+        """
         stamps = (stamp_ns(left), stamp_ns(right))
         deadline = time.monotonic() + self._info_wait
         with self._info_cond:
             while True:
-                exact = [next((m for t, m in reversed(self._info_cache[s]) if t == stamps[s]), None)
-                         for s in (LEFT, RIGHT)]
+                exact = [
+                    next((m for t, m in reversed(self._info_cache[s]) if t == stamps[s]), None)
+                    for s in (LEFT, RIGHT)
+                ]
                 wait = False
                 for s in (LEFT, RIGHT):
                     if exact[s] is not None:
                         self._info_by_stamp[s] = True
-                    elif self._infos[s] is None or (self._info_by_stamp[s]
-                                                    and self._info_cache[s][-1][0] < stamps[s]):
+                    elif self._infos[s] is None or (
+                        self._info_by_stamp[s] and self._info_cache[s][-1][0] < stamps[s]
+                    ):
                         wait = True
                 remaining = deadline - time.monotonic()
                 if not wait or remaining <= 0 or self._closing:
@@ -298,7 +373,9 @@ class StereoNode(Node):
                     # it did not come in time (a driver that publishes infos less often than
                     # images?): stop waiting on every pair until an info matches a stamp again
                     self._info_by_stamp[s] = False
-            infos = tuple(exact[s] if exact[s] is not None else self._infos[s] for s in (LEFT, RIGHT))
+            infos = tuple(
+                exact[s] if exact[s] is not None else self._infos[s] for s in (LEFT, RIGHT)
+            )
         for s, sub in ((LEFT, self.sub_left_info), (RIGHT, self.sub_right_info)):
             if infos[s] is None:
                 self._no_camera_info(s, sub.topic_name)
@@ -308,27 +385,37 @@ class StereoNode(Node):
         return infos
 
     def _no_camera_info(self, side: int, topic: str) -> None:
-        """A pair without any camera_info on `side`: quiet at start-up (images often beat the first
-        info by milliseconds), bad input once it persists."""
+        """A pair without any camera_info on `side`:
+
+        quiet at start-up (images often beat the first info by milliseconds), bad input once it
+        persists.
+        """
         now = time.monotonic()
         if self._no_info_since is None:
             self._no_info_since = now
         self._no_info_pairs += 1
-        if now - self._no_info_since < NO_INFO_GRACE_S and self._no_info_pairs <= NO_INFO_GRACE_PAIRS:
-            self.get_logger().debug(f'camera_info not yet received on {topic}; dropping this pair '
-                                    f'(normal right after start-up)')
+        if (
+            now - self._no_info_since < NO_INFO_GRACE_S
+            and self._no_info_pairs <= NO_INFO_GRACE_PAIRS
+        ):
+            self.get_logger().debug(
+                f'camera_info not yet received on {topic}; dropping this pair '
+                f'(normal right after start-up)'
+            )
             return
         self.report_bad_input(
-            f'no_info_{side}', f'camera_info not yet received on {topic}',
+            f'no_info_{side}',
+            f'camera_info not yet received on {topic}',
             f'publish sensor_msgs/CameraInfo on {topic} (or remap '
-            f'{"left" if side == LEFT else "right"}/camera_info to your camera\'s info topic; '
-            f'check its QoS)')
+            f"{'left' if side == LEFT else 'right'}/camera_info to your camera's info topic; "
+            f'check its QoS)',
+        )
 
     def _process(self, item) -> None:
         left, right = item
         if self._closing:
             return
-        infos = self._infos_for(left, right)   # reports missing infos even when nobody listens
+        infos = self._infos_for(left, right)  # reports missing infos even when nobody listens
         if infos is None or self._closing:
             return
         linfo, rinfo = infos
@@ -369,8 +456,10 @@ class StereoNode(Node):
         now = time.monotonic()
         if now - self._log_last.get('internal', -1e18) >= self.values['log_throttle_seconds']:
             self._log_last['internal'] = now
-            self.get_logger().error('processing failed (frame dropped; please report this with the '
-                                    'traceback):\n' + ''.join(traceback.format_exception(exc)))
+            self.get_logger().error(
+                'processing failed (frame dropped; please report this with the '
+                'traceback):\n' + ''.join(traceback.format_exception(exc))
+            )
 
     def has_camera_infos(self) -> bool:
         """True once both CameraInfo topics have delivered a message."""
@@ -390,24 +479,30 @@ class StereoNode(Node):
         return self._worker.wait_idle(timeout)
 
     def begin_shutdown(self, reason: Optional[str] = None) -> None:
-        """Stop publishing: from here on no output or diagnostics message is published and the
-        frame in the matcher (if any) is abandoned. Waits only for a publish already under way
-        (milliseconds). Logs `reason` at INFO when given (once). Idempotent."""
+        """Stop publishing:
+
+        from here on no output or diagnostics message is published and the frame in the matcher (if
+        any) is abandoned. Waits only for a publish already under way (milliseconds). Logs `reason`
+        at INFO when given (once). Idempotent.
+        """
         with self._publish_lock:
             already = self._closing
             self._closing = True
         with self._info_cond:
-            self._info_cond.notify_all()   # a worker waiting for a camera_info stops waiting
+            self._info_cond.notify_all()  # a worker waiting for a camera_info stops waiting
         if self._worker is not None:
-            self._worker.stop(timeout=0.0)   # drop a waiting pair; the thread ends after its frame
+            self._worker.stop(timeout=0.0)  # drop a waiting pair; the thread ends after its frame
         if reason and not already:
             busy = self._worker is not None and self._worker.busy
-            self.get_logger().info(reason + ('; the frame in progress is abandoned' if busy else ''))
+            self.get_logger().info(
+                reason + ('; the frame in progress is abandoned' if busy else '')
+            )
 
     def destroy_node(self, worker_timeout: float = 5.0) -> None:
         """Stop the worker (waiting up to `worker_timeout` s for the frame in progress) and release
         the matcher. A worker still inside the matcher after that is left running (a daemon
-        thread; its result is dropped) and the matcher is not closed under it: see main()."""
+        thread; its result is dropped) and the matcher is not closed under it: see main().
+        """
         self.begin_shutdown()
         if self._worker is not None:
             self.worker_abandoned = not self._worker.stop(timeout=worker_timeout)
@@ -430,7 +525,9 @@ NO_INFO_GRACE_PAIRS = 3
 
 def _left_right_names(left_id: str, right_id: str) -> bool:
     """True when two frame_ids differ only by 'left' vs 'right' in the same place (e.g.
-    'cam_left_optical' / 'cam_right_optical'): the usual naming, not worth a warning."""
+
+    'cam_left_optical' / 'cam_right_optical'): the usual naming, not worth a warning.
+    """
     a, b = left_id.lower(), right_id.lower()
     return 'left' in a and a.replace('left', '\0') == b.replace('right', '\0')
 
@@ -440,7 +537,9 @@ STOP_WORKER_TIMEOUT_S = 0.5
 
 
 def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
-    """Entry point of `stereo_node` / `ros2 run ffs_ros stereo_node` (`matcher`: injected by tests).
+    """Entry point of `stereo_node` / `ros2 run ffs_ros stereo_node` (`matcher`:
+
+    injected by tests).
 
     SIGINT and SIGTERM are handled here, not by rclpy: rclpy's handlers invalidate the context at
     once, while the worker may be about to publish (RCLError "publisher's context is invalid").
@@ -454,8 +553,11 @@ def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from ..pipeline import tune_allocator
+
     tune_allocator()
-    rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(
+        args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO
+    )
     try:
         node = StereoNode(matcher=matcher)
     except P.ParamError as e:
@@ -482,7 +584,7 @@ def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
         node.begin_shutdown(f'stopping on {why}')
         executor.shutdown()
         node.destroy_node(worker_timeout=STOP_WORKER_TIMEOUT_S)
-        rclpy.try_shutdown()   # also flushes and closes the ROS log files
+        rclpy.try_shutdown()  # also flushes and closes the ROS log files
         for s, handler in previous.items():
             signal.signal(s, handler)
     if node.worker_abandoned:
@@ -505,7 +607,8 @@ def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001 - a closed pipe must not turn a clean stop into a traceback
+        # noqa: BLE001 - a closed pipe must not turn a clean stop into a traceback
+        except Exception:
             pass
     os._exit(code)
 

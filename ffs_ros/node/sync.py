@@ -19,6 +19,7 @@ Semantics (as message_filters):
   no longer form a newer pair; the node always wants the newest pair).
 Not thread-safe by itself: call `add` from one thread (the executor's callbacks), or hold a lock.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -38,9 +39,14 @@ class StereoSynchronizer:
 
     name = 'ffs_ros StereoSynchronizer'
 
-    def __init__(self, callback: Callable[[Any, Any], None], queue_size: int = 5,
-                 approximate: bool = False, tolerance: float = 0.0,
-                 stamp: Callable[[Any], int] = stamp_ns) -> None:
+    def __init__(
+        self,
+        callback: Callable[[Any, Any], None],
+        queue_size: int = 5,
+        approximate: bool = False,
+        tolerance: float = 0.0,
+        stamp: Callable[[Any], int] = stamp_ns,
+    ) -> None:
         if queue_size < 1:
             raise ValueError(f'queue_size must be >= 1, got {queue_size}')
         if tolerance < 0:
@@ -53,7 +59,7 @@ class StereoSynchronizer:
         # per side: deque of (stamp_ns, msg), kept sorted by arrival (normally = stamp order)
         self._queues: tuple[deque, deque] = (deque(), deque())
         self.pairs = 0
-        self.unmatched = [0, 0]   # messages discarded without a partner, per side
+        self.unmatched = [0, 0]  # messages discarded without a partner, per side
 
     @property
     def sync_failures(self) -> int:
@@ -73,10 +79,13 @@ class StereoSynchronizer:
     def clear(self, side: int | None = None) -> None:
         """Forget the messages waiting on `side` (both sides when None); counted as unmatched.
 
-        After one side's stamps went backwards only that side's queue belongs to the old timeline: the
-        other side may already hold a message of the new one (topics are not ordered among themselves),
-        and its own jump back clears its own queue."""
-        for s in ((LEFT, RIGHT) if side is None else (side,)):
+        After one side's stamps went backwards only that side's queue belongs to the old timeline:
+        the
+        other side may already hold a message of the new one (topics are not ordered among
+        themselves),
+        and its own jump back clears its own queue.
+        """
+        for s in (LEFT, RIGHT) if side is None else (side,):
             self.unmatched[s] += len(self._queues[s])
             self._queues[s].clear()
 
@@ -121,18 +130,29 @@ class StereoSynchronizer:
 class MessageFiltersSynchronizer:
     """The same interface as StereoSynchronizer, backed by ROS 2 `message_filters` (on a distro).
 
-    Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code path for QoS, the
-    stamps-backwards check and the camera-info cache, and only the pairing is delegated. Only the public API of
-    message_filters is used: this class keeps its own record of the last `queue_size` unpaired images per side
-    (what message_filters holds at most), so `sync_failures` means what it means with our synchronizer (images
-    discarded without ever being paired: pushed out of the queue, or cleared), and `clear(side)` recreates the
+    Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code
+    path for QoS, the
+    stamps-backwards check and the camera-info cache, and only the pairing is delegated. Only the
+    public API of
+    message_filters is used: this class keeps its own record of the last `queue_size` unpaired
+    images per side
+    (what message_filters holds at most), so `sync_failures` means what it means with our
+    synchronizer (images
+    discarded without ever being paired: pushed out of the queue, or cleared), and `clear(side)`
+    recreates the
     synchronizer and offers it again the other side's waiting images.
     """
 
     name = 'message_filters'
 
-    def __init__(self, callback: Callable[[Any, Any], None], queue_size: int = 5,
-                 approximate: bool = False, tolerance: float = 0.0, module: Any = None) -> None:
+    def __init__(
+        self,
+        callback: Callable[[Any, Any], None],
+        queue_size: int = 5,
+        approximate: bool = False,
+        tolerance: float = 0.0,
+        module: Any = None,
+    ) -> None:
         if queue_size < 1:
             raise ValueError(f'queue_size must be >= 1, got {queue_size}')
         if tolerance < 0:
@@ -144,14 +164,19 @@ class MessageFiltersSynchronizer:
         self.tolerance = float(tolerance)
         self.pairs = 0
         self.unmatched = [0, 0]
-        self._pending: tuple[deque, deque] = (deque(), deque())   # unpaired messages offered, per side
+        self._pending: tuple[deque, deque] = (
+            deque(),
+            deque(),
+        )  # unpaired messages offered, per side
         self._build()
 
     def _build(self) -> None:
         mf = self._mf
         self._inputs = (mf.SimpleFilter(), mf.SimpleFilter())
         if self.approximate:
-            self._sync = mf.ApproximateTimeSynchronizer(list(self._inputs), self.queue_size, self.tolerance)
+            self._sync = mf.ApproximateTimeSynchronizer(
+                list(self._inputs), self.queue_size, self.tolerance
+            )
         else:
             self._sync = mf.TimeSynchronizer(list(self._inputs), self.queue_size)
         self._sync.registerCallback(self._paired)
@@ -178,16 +203,19 @@ class MessageFiltersSynchronizer:
     def add(self, side: int, msg: Any) -> None:
         q = self._pending[side]
         q.append(msg)
-        while len(q) > self.queue_size:   # message_filters has let it go too
+        while len(q) > self.queue_size:  # message_filters has let it go too
             q.popleft()
             self.unmatched[side] += 1
         self._inputs[side].signalMessage(msg)
 
     def clear(self, side: int | None = None) -> None:
-        """Forget the messages waiting on `side` (both when None): a new synchronizer, offered again the other
-        side's waiting messages (they may already belong to the new timeline)."""
+        """Forget the messages waiting on `side` (both when None):
+
+        a new synchronizer, offered again the other side's waiting messages (they may already
+        belong to the new timeline).
+        """
         keep = [] if side is None else list(self._pending[1 - side])
-        for s in ((LEFT, RIGHT) if side is None else (side,)):
+        for s in (LEFT, RIGHT) if side is None else (side,):
             self.unmatched[s] += len(self._pending[s])
         self._pending = (deque(), deque())
         self._build()
@@ -195,8 +223,12 @@ class MessageFiltersSynchronizer:
             self.add(1 - side, msg)
 
 
-def make_synchronizer(callback: Callable[[Any, Any], None], queue_size: int = 5,
-                      approximate: bool = False, tolerance: float = 0.0):
+def make_synchronizer(
+    callback: Callable[[Any, Any], None],
+    queue_size: int = 5,
+    approximate: bool = False,
+    tolerance: float = 0.0,
+):
     """message_filters' synchronizers where the ROS 2 package is importable, else ours.
 
     Debian's python3-message-filters is the ROS 1 package (it imports rospy) and fails to import
@@ -204,8 +236,16 @@ def make_synchronizer(callback: Callable[[Any, Any], None], queue_size: int = 5,
     """
     try:
         import message_filters as mf
-        if all(hasattr(mf, n) for n in ('SimpleFilter', 'TimeSynchronizer', 'ApproximateTimeSynchronizer')):
-            return MessageFiltersSynchronizer(callback, queue_size, approximate, tolerance, module=mf)
+
+        if all(
+            hasattr(mf, n)
+            for n in ('SimpleFilter', 'TimeSynchronizer', 'ApproximateTimeSynchronizer')
+        ):
+            return MessageFiltersSynchronizer(
+                callback, queue_size, approximate, tolerance, module=mf
+            )
     except Exception:  # noqa: BLE001 - ImportError, or the ROS 1 package failing on rospy
         pass
-    return StereoSynchronizer(callback, queue_size=queue_size, approximate=approximate, tolerance=tolerance)
+    return StereoSynchronizer(
+        callback, queue_size=queue_size, approximate=approximate, tolerance=tolerance
+    )

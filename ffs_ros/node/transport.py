@@ -3,6 +3,7 @@
 Fast DDS reads FASTDDS_DEFAULT_PROFILES_FILE when the first participant is created, so this
 must run before rclpy.init() in the process (and the peer processes need it too).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,8 @@ def shm_profile_path() -> Path:
 
 def use_shm_profile(env: Optional[MutableMapping[str, str]] = None, override: bool = False) -> str:
     """Point `env` (default os.environ) at the shipped profile unless it already names one
-    (or `override`). Returns the profile path in effect."""
+    (or `override`). Returns the profile path in effect.
+    """
     env = os.environ if env is None else env
     if override or not env.get(PROFILE_ENV):
         path = shm_profile_path()

@@ -5,6 +5,7 @@ returns at once: inference never blocks the executor. If the worker is still bus
 previous pair, a newer submission replaces the waiting one and the replaced item is counted as
 dropped, so nothing queues up when the camera outruns the matcher (memory stays flat).
 """
+
 from __future__ import annotations
 
 import threading
@@ -19,9 +20,12 @@ class LatestWorker:
     `failed` (process raised).
     """
 
-    def __init__(self, process: Callable[[Any], None],
-                 on_error: Optional[Callable[[BaseException, Any], None]] = None,
-                 name: str = 'ffs_ros-worker') -> None:
+    def __init__(
+        self,
+        process: Callable[[Any], None],
+        on_error: Optional[Callable[[BaseException, Any], None]] = None,
+        name: str = 'ffs_ros-worker',
+    ) -> None:
         self._process = process
         self._on_error = on_error
         self._cond = threading.Condition()
