@@ -1,7 +1,6 @@
-"""Each bad input:
+"""Each bad input: a log line, diagnostics ERROR, frame dropped, node alive.
 
-a log line naming the problem and the fix, diagnostics ERROR, frame dropped, node alive, the next
-good pair published.
+The log line names the problem and the fix; the next good pair is published.
 """
 
 import itertools
@@ -115,7 +114,7 @@ def make_node(ros_context, spin_nodes, ns):
 
 
 def error_status(player, words, timeout=10.0):
-    """The first diagnostics input status at ERROR whose message contains all `words`."""
+    """Return the first diagnostics input status at ERROR whose message contains all `words`."""
 
     def pred(arr):
         return any(

@@ -1,6 +1,6 @@
-"""Issue 10 at the node:
+"""Issue 10 at the node.
 
-narrow sgbm frames, camera_info arriving just after the images, stamps jumping ahead, frame_id
+Narrow sgbm frames, camera_info arriving just after the images, stamps jumping ahead, frame_id
 mismatches and camera_info matched to images by stamp.
 """
 
@@ -24,9 +24,9 @@ def stamp(m):
 
 @pytest.fixture
 def rig_with(ros_context, spin_nodes, make_player):
-    """`rig_with(**params)` -> (node, player):
+    """Return a factory: `rig_with(**params)` -> (node, player).
 
-    an sgbm stereo node (max_disparity 48) and a player.
+    The node is an sgbm stereo node (max_disparity 48) and a player.
     """
 
     def make(**params):

@@ -415,10 +415,10 @@ def test_allocator_tuning_applies_on_glibc():
 
 
 def test_sgbm_valid_window_reaches_the_disparity_image():
-    """SGBM reports where it can match (stereo_image_proc's window:
+    """SGBM reports where it can match; the DisparityImage carries it.
 
-    no match in the leftmost numDisparities + border - 1 columns), in output-image pixels, and the
-    DisparityImage carries it.
+    That is stereo_image_proc's window: no match in the leftmost numDisparities + border - 1
+    columns, in output-image pixels.
     """
     from ffs_ros.inference import load_matcher
 
@@ -450,9 +450,9 @@ def test_frames_above_max_input_pixels_are_refused_with_the_limit():
 
 
 def test_freed_memory_goes_back_once_after_a_size_change(monkeypatch):
-    """One huge frame must not keep the process hundreds of MB larger:
+    """One huge frame must not keep the process hundreds of MB larger.
 
-    two frames after the image size changed (the old size's buffers and messages are free by then)
+    Two frames after the image size changed (the old size's buffers and messages are free by then)
     freed heap memory is returned to the OS, once.
     """
     import ffs_ros.pipeline as pl

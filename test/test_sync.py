@@ -8,7 +8,7 @@ from ffs_ros.node.sync import LEFT, RIGHT, StereoSynchronizer, stamp_ns
 
 
 def msg(t_ns, tag=''):
-    """A minimal message with header.stamp (sec, nanosec) like sensor_msgs/Image."""
+    """Return a minimal message with header.stamp (sec, nanosec) like sensor_msgs/Image."""
     return SimpleNamespace(
         tag=tag,
         header=SimpleNamespace(
@@ -115,7 +115,7 @@ def test_bad_arguments_raise():
 
 
 class _FakeMessageFilters:
-    """Stand-in for ROS 2 message_filters (not installable here) with its documented Python API:
+    """Stand-in for ROS 2 message_filters (not installable here) with its documented Python API.
 
     SimpleFilter.registerCallback/signalMessage; TimeSynchronizer(fs, queue_size) pairing equal
     stamps from bounded per-input queues kept in `queues` under `lock`.

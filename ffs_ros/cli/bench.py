@@ -76,9 +76,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def synthetic_pair(width: int, height: int, max_disparity: float, seed: int = 0):
-    """(left RGB, right RGB, description):
+    """Return (left RGB, right RGB, description) of a synthetic pair.
 
-    a generated scene, or a shifted random texture when the generator is unavailable.
+    The pair is a generated scene, or a shifted random texture when the generator is unavailable.
     """
     rng = np.random.default_rng(seed)
     try:

@@ -214,8 +214,9 @@ class NetworkMatcher(StereoMatcher):
         return self.graphs.on_device
 
     def prepare(self, in_hw) -> None:
-        """Build/allocate everything the network needs for inputs of size `in_hw` (engines are
-        built here).
+        """Build/allocate everything the network needs for inputs of size `in_hw`.
+
+        Engines are built here.
         """
         plan = self.plan_for(in_hw)
         if not self.graphs.on_device:
@@ -384,8 +385,9 @@ class NetworkMatcher(StereoMatcher):
         return self._stages(x[0:1], x[1:2], net_hw, clock)
 
     def _capture(self, x, net_hw):
-        """Capture the network stages at `net_hw` into a CUDA graph on our stream; None (logged
-        once) on failure.
+        """Capture the network stages at `net_hw` into a CUDA graph on our stream.
+
+        Returns None (logged once) on failure.
         """
         import torch
 
@@ -419,8 +421,9 @@ class NetworkMatcher(StereoMatcher):
             return None
 
     def _buffers(self, net_hw) -> '_DeviceBuffers':
-        """Prepare every graph for `net_hw` once (engine builds, buffer binding) and plan the
-        volume buffer.
+        """Prepare every graph for `net_hw` once and plan the volume buffer.
+
+        Preparing covers engine builds and buffer binding.
         """
         bufs = self._sized.get(net_hw)
         if bufs is not None:
@@ -447,8 +450,9 @@ class NetworkMatcher(StereoMatcher):
         return bufs
 
     def _stages(self, left, right, net_hw, clock):
-        """[1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor (on the
-        current stream).
+        """Run [1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor.
+
+        Runs on the current stream.
         """
         import torch
 

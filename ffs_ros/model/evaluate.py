@@ -51,9 +51,9 @@ def _downscale(left, right, gt, scale):
 
 
 def motorcycle(max_size: int | None = None):
-    """[Pair] for skimage's Motorcycle, downscaled so the longer side is <= max_size (None:
+    """Return [Pair] for skimage's Motorcycle, downscaled so the longer side is <= max_size.
 
-    native).
+    max_size None: native size.
     """
     from skimage.data import stereo_motorcycle
 
@@ -84,8 +84,9 @@ def synthetic(
 
 
 def fill_invalid(disp):
-    """NaN/inf pixels (no match) -> the smaller of the nearest valid values left and right on the
-    same row.
+    """Replace NaN/inf pixels (no match) by a valid neighbour on the same row.
+
+    The neighbour value is the smaller of the nearest valid values left and right on the same row.
     """
     d = np.asarray(disp, np.float32).copy()
     bad = ~np.isfinite(d)
