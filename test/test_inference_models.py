@@ -230,15 +230,14 @@ def torch_two_stage(feat, post, left_u8, right_u8, max_disp, normalize, gwc_dtyp
     On HxWx3 uint8 images already at the network size -> HxW disparity.
     """
     with torch.no_grad():
-        l = torch.from_numpy(left_u8).permute(2, 0, 1)[None].float()
+        lft = torch.from_numpy(left_u8).permute(2, 0, 1)[None].float()
         r = torch.from_numpy(right_u8).permute(2, 0, 1)[None].float()
-        feats = feat(l, r)
+        feats = feat(lft, r)
         vol = gwc_volume_torch(feats[0], feats[4], 8, max_disp // 4, normalize).to(gwc_dtype)
         return post(*feats, vol)[0, 0].numpy()
 
 
-# -- the generated files really are shaped like upstream exports
-# ------------------------------------------------
+# -- the generated files really are shaped like upstream exports ----------------------------------
 
 
 def test_generated_two_stage_matches_upstream_names_and_dtypes(tmp_path):

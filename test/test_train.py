@@ -169,9 +169,10 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
         assert model == checkpoint_config(shipped)
     else:
         nxt = model_of(RECIPES[stage + 1])
-        # noqa: E731
-        weights = lambda c: {k: v for k, v in c.items() if k not in ('guide_ch', 'valid_iters')}
-        assert weights(model) == weights(
-            nxt
-        )  # valid_iters: an inference setting, not part of the weights
+
+        # valid_iters: an inference setting, not part of the weights
+        def weights(c):
+            return {k: v for k, v in c.items() if k not in ('guide_ch', 'valid_iters')}
+
+        assert weights(model) == weights(nxt)
         assert model['guide_ch'] in (0, nxt['guide_ch'])

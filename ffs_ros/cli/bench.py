@@ -247,7 +247,8 @@ def format_table(res: dict) -> str:
             label = '  ' + name if name.startswith('match/') else name
             lines.append(f'{label:<22}{s["p50_ms"]:>10.2f}{s["p95_ms"]:>10.2f}')
     lines.append(
-        f'{"overhead (not match)":<22}{res["overhead_p50_ms"]:>10.2f}{res["overhead_p95_ms"]:>10.2f}'
+        f'{"overhead (not match)":<22}'
+        f'{res["overhead_p50_ms"]:>10.2f}{res["overhead_p95_ms"]:>10.2f}'
     )
     if 'overhead_cpu_p50_ms' in res:
         lines.append(f'{"  (CPU time)":<22}{res["overhead_cpu_p50_ms"]:>10.2f}')

@@ -31,7 +31,10 @@ def add_arguments(parser):
         '--max-size',
         type=int,
         default=None,
-        help='downscale Motorcycle so its longer side is <= this (disparity scaled); default native 741',
+        help=(
+            'downscale Motorcycle so its longer side is <= this (disparity scaled); '
+            'default native 741'
+        ),
     )
     parser.add_argument('--synthetic-n', type=int, default=12, help='held-out synthetic pairs')
     parser.add_argument(

@@ -158,8 +158,7 @@ class NetworkMatcher(StereoMatcher):
             )
             self._std = torch.tensor(IMAGENET_STD_255, device=self.device.device).view(1, 3, 1, 1)
 
-    # -- reporting
-    # ------------------------------------------------------------------------------------------------
+    # -- reporting --------------------------------------------------------------------------------
     def plan_for(self, in_hw) -> ResizePlan:
         return plan_for_input(in_hw, self.net_size, self.resize_mode, self.allow_upscale)
 
@@ -207,8 +206,7 @@ class NetworkMatcher(StereoMatcher):
             extra=extra,
         )
 
-    # -- entry points
-    # ---------------------------------------------------------------------------------------------
+    # -- entry points -----------------------------------------------------------------------------
     @property
     def prepares(self) -> bool:
         return self.graphs.on_device
@@ -244,8 +242,7 @@ class NetworkMatcher(StereoMatcher):
         self._captured.clear()
         self._sized.clear()
 
-    # -- host runner
-    # ----------------------------------------------------------------------------------------------
+    # -- host runner ------------------------------------------------------------------------------
     def _match_host(self, left, right, plan: ResizePlan):
         clock = HostClock()
         l_in, r_in = to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))
@@ -290,8 +287,7 @@ class NetworkMatcher(StereoMatcher):
         clock.mark('post')
         return disp[0, 0]
 
-    # -- device runner
-    # --------------------------------------------------------------------------------------------
+    # -- device runner ----------------------------------------------------------------------------
     def _match_device(self, left, right, plan: ResizePlan):
         dev = self.device
         with self.torch_inference(), dev.scope():

@@ -115,13 +115,13 @@ def sequence_loss(out, gt, valid, iter_gamma=0.8, init_weight=0.5):
     m = valid.float()
     denom = m.sum().clamp(min=1.0)
 
-    def l(pred):
+    def smooth_l1(pred):
         return (F.smooth_l1_loss(pred, gt, reduction='none') * m).sum() / denom
 
-    total = l(out['final']) + init_weight * l(out['init'])
+    total = smooth_l1(out['final']) + init_weight * smooth_l1(out['init'])
     n = len(out['iters'])
     for i, p in enumerate(out['iters']):
-        total = total + iter_gamma ** (n - 1 - i) * l(p)
+        total = total + iter_gamma ** (n - 1 - i) * smooth_l1(p)
     return total
 
 

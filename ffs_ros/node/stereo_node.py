@@ -198,9 +198,12 @@ class StereoNode(Node):
         self._diag_timer = self.create_timer(
             v['diagnostics_period_seconds'], self.publish_diagnostics
         )
+        if v['approximate_sync']:
+            sync_mode = 'approximate %.3f s' % v['approximate_sync_tolerance_seconds']
+        else:
+            sync_mode = 'exact'
         self.get_logger().info(
-            f'{info.backend} on {info.device} ({info.model}); sync '
-            f'{"approximate %.3f s" % v["approximate_sync_tolerance_seconds"] if v["approximate_sync"] else "exact"}'
+            f'{info.backend} on {info.device} ({info.model}); sync {sync_mode}'
             f' ({self._sync.name})'
             f', input QoS {v["input_qos"]}, output QoS {v["output_qos"]}; listening on '
             f'{self.sub_left.topic_name}, {self.sub_right.topic_name}'
