@@ -53,7 +53,7 @@ _HOST_BIG = sys.byteorder == 'big'
 
 
 class ImageError(ValueError):
-    """An Image message that cannot be converted:
+    """An Image message that cannot be converted.
 
     `problem` says what is wrong, `fix` what to do; str() gives both.
     """
@@ -82,8 +82,10 @@ def bytes_per_pixel(encoding: str) -> int:
 
 
 def check_image(msg) -> tuple[np.dtype, int]:
-    """Validate an Image's encoding, size, step, data length and byte order without touching
-    the pixels. Returns (dtype, channels); raises ImageError naming the problem and the fix.
+    """Validate an Image's encoding, size, step, data length and byte order.
+
+    The pixels are not touched. Returns (dtype, channels); raises ImageError naming the problem and
+    the fix.
     """
     dtype, channels = _layout(msg.encoding)
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
@@ -192,11 +194,10 @@ _CV_CAMERA_CODES = {
 
 
 def new_data(nbytes: int) -> array.array:
-    """A zeroed array.array('B') of `nbytes` for a message's uint8[] data (fast:
+    """Return a zeroed array.array('B') of `nbytes` for a message's uint8[] data.
 
-    ~0.05 ms for 5 MB).
-
-    Fill it through `np.frombuffer(buf, dtype)` (a writable view) and attach it with set_data().
+    Fast: ~0.05 ms for 5 MB. Fill it through `np.frombuffer(buf, dtype)` (a writable view) and
+    attach it with set_data().
     """
     return array.array('B', b'\0') * int(nbytes)
 
@@ -275,7 +276,7 @@ def make_camera_infos(
     frame_id: str = 'left_optical',
     cx_right: float | None = None,
 ):
-    """A rectified (CameraInfo left, CameraInfo right) pair:
+    """Return a rectified (CameraInfo left, CameraInfo right) pair.
 
     plumb_bob with zero distortion, K, R = I, P; P_right[0,3] = -fx*baseline (the ROS convention
     for the right camera).

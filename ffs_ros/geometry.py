@@ -1,16 +1,16 @@
-"""Stereo geometry in plain numpy (no ROS):
+"""Stereo geometry in plain numpy (no ROS): disparity -> depth -> points.
 
-disparity -> depth -> points (cloud messages: messages.py).
+Cloud messages: messages.py.
 
 Conventions (ROS, REP 103/118): rectified pair, left optical frame (x right, y down, z forward),
 depth in metres along z, invalid = NaN. The raw disparity from a matcher is d = x_left - x_right;
-with a principal-point offset doffs = cx_left - cx_right the corrected disparity is d - doffs
-(what stereo_msgs/DisparityImage carries) and Z = fx * B / (d - doffs).
+with a principal-point offset doffs = cx_left - cx_right the corrected disparity is d - doffs (what
+stereo_msgs/DisparityImage carries) and Z = fx * B / (d - doffs).
 
-Invalid disparities: NaN; corrected disparity <= 0 or outside [min_disparity, max_disparity]
-(the range applies to the corrected disparity, as in DisparityImage); no match in the right
-image (x_right = x - d outside [0, width-1]). All of these reduce to a per-column interval
-lo[x] <= d - doffs <= hi[x], so validity costs two comparisons per pixel (NaN fails both).
+Invalid disparities: NaN; corrected disparity <= 0 or outside [min_disparity, max_disparity] (the
+range applies to the corrected disparity, as in DisparityImage); no match in the right image
+(x_right = x - d outside [0, width-1]). All of these reduce to a per-column interval lo[x] <= d -
+doffs <= hi[x], so validity costs two comparisons per pixel (NaN fails both).
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ class StereoCamera:
 
 
 class _Bounds:
-    """Per-camera constants reused between frames:
+    """Per-camera constants reused between frames.
 
-    per-column bounds on the corrected disparity and the ray factors (u - cx)/fx, (v - cy)/fy.
+    Per-column bounds on the corrected disparity and the ray factors (u - cx)/fx, (v - cy)/fy.
     """
 
     def __init__(self, cam: StereoCamera, min_disparity: float, max_disparity: float) -> None:
@@ -116,10 +116,11 @@ class _Bounds:
         self._full: dict = {}
 
     def full(self, name: str) -> np.ndarray:
-        """Contiguous HxW copy of a per-row/per-column constant ('lo', 'hi', 'ray_x', 'ray_y'),
-        or 'nan' (HxW int32 quiet-NaN bit patterns). Built on
-        first use and kept: element-wise kernels on full arrays skip numpy's broadcasting
-        (about twice as fast as on the 1xW / Hx1 views).
+        """Return a contiguous HxW copy of a per-row/per-column constant, or 'nan'.
+
+        The constant is 'lo', 'hi', 'ray_x' or 'ray_y'; 'nan' gives HxW int32 quiet-NaN bit
+        patterns. Built on first use and kept: element-wise kernels on full arrays skip numpy's
+        broadcasting (about twice as fast as on the 1xW / Hx1 views).
         """
         a = self._full.get(name)
         if a is None:
@@ -180,9 +181,9 @@ def _corrected_disparity(
     max_disparity: float,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, int]:
-    """(corrected_disparity(...), number of valid pixels):
+    """Return (corrected_disparity(...), number of valid pixels).
 
-    the count comes from the validity mask that is built anyway (no extra pass over the result).
+    The count comes from the validity mask that is built anyway (no extra pass over the result).
     """
     check_shape(disp, cam, 'disparity')
     b = bounds(cam, min_disparity, max_disparity)
@@ -191,9 +192,10 @@ def _corrected_disparity(
 
 
 def nan_outside(arr: np.ndarray, lo, hi, b: '_Bounds') -> int:
-    """Set arr (contiguous HxW float32) to NaN where it is not within [lo, hi] (contiguous HxW
-    float32 arrays or float32 scalars; NaN is outside); return the number of elements left
-    valid.
+    """Set arr to NaN where it is not within [lo, hi]; return the number of elements left valid.
+
+    arr is a contiguous HxW float32 array; lo and hi are contiguous HxW float32 arrays or float32
+    scalars; NaN is outside.
     """
     import cv2
 

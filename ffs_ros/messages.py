@@ -1,13 +1,13 @@
-"""Building the node's output messages (ROS types) from numpy results; the inverse direction is
-convert.py.
+"""Building the node's output messages (ROS types) from numpy results.
+
+The inverse direction is convert.py.
 
 * :func:`disparity_image` -- stereo_msgs/DisparityImage with f, t, range, delta_d and the valid
-window;
+  window;
 * :func:`depth_image_mm` -- 16UC1 millimetre depth (0 invalid);
 * :class:`CloudBuffer` + :func:`point_cloud` -- sensor_msgs/PointCloud2 (x, y, z float32 + packed
-rgb), its
-  PointField layout, and the data written straight into rclpy's storage type (array.array) with
-  reused buffers;
+  rgb), its PointField layout, and the data written straight into rclpy's storage type
+  (array.array) with reused buffers;
 * :func:`copy_camera_info` -- a CameraInfo with another header;
 * :func:`cloud_points` -- the finite points (and colours) of a PointCloud2, e.g. for a PLY file.
 
@@ -67,8 +67,9 @@ def point_cloud(cloud: 'CloudBuffer', data, height: int, width: int, header):
 
 
 def cloud_points(cloud) -> tuple[np.ndarray, np.ndarray]:
-    """(N x 3 float32 xyz, N x 3 uint8 rgb) of the finite points of a PointCloud2 (grey without
-    rgb).
+    """Return (N x 3 float32 xyz, N x 3 uint8 rgb) of the finite points of a PointCloud2.
+
+    The colours are grey when the cloud has no rgb.
     """
     off = {f.name: f.offset for f in cloud.fields}
     n = cloud.width * cloud.height
@@ -95,7 +96,7 @@ def depth_image_mm(depth: np.ndarray, header):
 
 
 def copy_camera_info(info, header):
-    """A copy of a CameraInfo with another header (the input message is left untouched)."""
+    """Return a copy of a CameraInfo with another header (the input message is left untouched)."""
     from sensor_msgs.msg import CameraInfo
 
     c = CameraInfo()
@@ -109,8 +110,9 @@ def copy_camera_info(info, header):
 
 
 def valid_window(window, width: int, height: int) -> tuple[int, int, int, int]:
-    """The matcher's (x, y, width, height) clipped to a width x height image; the full image when
-    it reports none.
+    """Return the matcher's (x, y, width, height) clipped to a width x height image.
+
+    The full image when the matcher reports none.
     """
     if window is None:
         return 0, 0, width, height
@@ -120,13 +122,13 @@ def valid_window(window, width: int, height: int) -> tuple[int, int, int, int]:
 
 
 class CloudBuffer:
-    """Reusable buffers for PointCloud2 data:
+    """Reusable buffers for PointCloud2 data.
 
     x, y, z float32 (+ rgb float32 holding the packed uint32 0x00RRGGBB, as RViz and PCL expect).
 
-    `fields` is a list of (name, offset, datatype, count) with PointField datatypes
-    (FLOAT32 = 7); `point_step` the bytes per point. Buffers are kept between frames and only
-    reallocated when the image size changes. Data is in host byte order (`is_bigendian`).
+    `fields` is a list of (name, offset, datatype, count) with PointField datatypes (FLOAT32 = 7);
+    `point_step` the bytes per point. Buffers are kept between frames and only reallocated when the
+    image size changes. Data is in host byte order (`is_bigendian`).
     """
 
     FLOAT32 = 7
@@ -248,5 +250,5 @@ class CloudBuffer:
 
 
 def _new_data(nbytes: int) -> array.array:
-    """A zeroed array.array('B') (rclpy's storage type for uint8[]; ~0.05 ms for 5 MB)."""
+    """Return a zeroed array.array('B') (rclpy's storage type for uint8[]; ~0.05 ms for 5 MB)."""
     return array.array('B', b'\0') * int(nbytes)

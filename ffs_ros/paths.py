@@ -9,10 +9,10 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def share_dir() -> Path:
-    """The directory holding models/, config/ and launch/.
+    """Return the directory holding models/, config/ and launch/.
 
-    A source checkout or `pip install -e .` uses the repository root; a colcon install uses
-    the ament share directory of the package.
+    A source checkout or `pip install -e .` uses the repository root; a colcon install uses the
+    ament share directory of the package.
     """
     if (_REPO_ROOT / 'package.xml').is_file():
         return _REPO_ROOT
@@ -25,7 +25,7 @@ def share_dir() -> Path:
 
 
 def default_model_dir() -> Path:
-    """The shipped default model (override with FFS_ROS_MODEL_DIR)."""
+    """Return the shipped default model (override with FFS_ROS_MODEL_DIR)."""
     env = os.environ.get('FFS_ROS_MODEL_DIR')
     if env:
         return Path(env)

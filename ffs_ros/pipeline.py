@@ -135,10 +135,10 @@ class Wanted:
 
 @dataclass
 class Outputs:
-    """Output messages (None when not wanted) and per-stage times in milliseconds:
+    """Output messages (None when not wanted) and per-stage times in milliseconds.
 
-    convert, match, depth (disparity correction, depth and their messages), cloud, color (when
-    wanted), plus any sub-stages the matcher reports in last_timings, as 'match/<name>'.
+    Stages: convert, match, depth (disparity correction, depth and their messages), cloud, color
+    (when wanted), plus any sub-stages the matcher reports in last_timings, as 'match/<name>'.
     valid_fraction: share of pixels with a valid disparity.
     """
 
@@ -162,8 +162,9 @@ def _vec(values, n: int, what: str) -> np.ndarray:
 
 
 def camera_from_infos(left_info, right_info, width: int, height: int) -> StereoCamera:
-    """Validated StereoCamera from a rectified CameraInfo pair; InputError for NaN/zero K or P
-    and for a zero or negative baseline.
+    """Return a validated StereoCamera from a rectified CameraInfo pair.
+
+    Raises InputError for NaN/zero K or P and for a zero or negative baseline.
     """
     for side, info in (('left', left_info), ('right', right_info)):
         k = _vec(info.k, 9, f'{side} camera_info K')

@@ -1,5 +1,6 @@
-"""Point clouds as binary PLY files (what `ffs-ros demo` and `ffs-ros infer` write;
-MeshLab/CloudCompare read).
+"""Point clouds as binary PLY files.
+
+What `ffs-ros demo` and `ffs-ros infer` write; MeshLab/CloudCompare read them.
 """
 
 from __future__ import annotations

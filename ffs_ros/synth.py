@@ -79,7 +79,7 @@ class StereoSample:
 
 @lru_cache(maxsize=1)
 def texture_bank() -> tuple:
-    """The sample photographs as float32 RGB arrays in 0..255 (loaded once per process)."""
+    """Return the sample photographs as float32 RGB arrays in 0..255 (loaded once per process)."""
     import skimage.data as skd
 
     out = []
@@ -127,8 +127,9 @@ def _noise_texture(rng, h, w):
 
 
 def _photo_texture(rng, h, w):
-    """A random crop of a random sample photo, rescaled, flipped, rotated by 90-degree steps,
-    tinted.
+    """Return a random crop of a random sample photo, transformed.
+
+    Rescaled, flipped, rotated by 90-degree steps, tinted.
     """
     bank = texture_bank()
     img = bank[rng.integers(len(bank))]
@@ -187,9 +188,9 @@ def _random_polygon(rng, cx, cy, radius, n):
 
 
 def _lattice_mask(rng, h, w):
-    """Fences, chair backs, shelves, wheels with spokes:
+    """Fences, chair backs, shelves, wheels with spokes.
 
-    a frame of thin bars with the background showing through (the hardest structure for a
+    A frame of thin bars with the background showing through (the hardest structure for a
     1/4-resolution cost volume).
     """
     m = np.zeros((h, w), np.uint8)
@@ -217,7 +218,7 @@ def _lattice_mask(rng, h, w):
 
 
 def _shape_mask(rng, h, w, kind, hole_prob=0.15):
-    """A uint8 support mask [h, w] of the given kind."""
+    """Return a uint8 support mask [h, w] of the given kind."""
     if kind == 'lattice':
         return _lattice_mask(rng, h, w)
     m = np.zeros((h, w), np.uint8)
@@ -252,8 +253,9 @@ def _shape_mask(rng, h, w, kind, hole_prob=0.15):
 
 
 def _plane_through(rng, w, h, d_center, cx, cy, slant):
-    """Disparity plane (a, b, c) with disparity d_center at (cx, cy) and random slant (px per
-    px).
+    """Disparity plane (a, b, c) with disparity d_center at (cx, cy) and random slant.
+
+    The slant is in px per px.
     """
     a = rng.uniform(-slant, slant)
     b = rng.uniform(-slant, slant)
@@ -262,9 +264,9 @@ def _plane_through(rng, w, h, d_center, cx, cy, slant):
 
 
 def _fit_plane_range(a, b, c, mask_pts, lo, hi):
-    """Shift/scale-free clamp:
+    """Shift/scale-free clamp.
 
-    move c so that the plane stays within [lo, hi] on the given points.
+    Move c so that the plane stays within [lo, hi] on the given points.
     """
     if mask_pts is None:
         return a, b, c
@@ -364,9 +366,9 @@ def render_scene(
     lattice_prob: float = 0.0,
     hole_prob: float = 0.15,
 ) -> StereoSample:
-    """A random cluttered scene:
+    """Render a random cluttered scene.
 
-    background (often with a strongly slanted ground plane) and `min_objects`..`max_objects`
+    Background (often with a strongly slanted ground plane) and `min_objects`..`max_objects`
     occluding objects (polygons, ellipses, rectangles, thin poles/wires, and with `lattice_prob` >
     0 fences/grids/spoked wheels; `hole_prob` of the solid shapes get a hole), each a
     fronto-parallel or slanted plane. Disparities lie in [min_disparity, max_disparity].
@@ -438,11 +440,10 @@ def render_scene(
 
 
 def plane_pair(height: int, width: int, disparity: float, seed: int = 0) -> StereoSample:
-    """A fronto-parallel textured plane at constant `disparity` (px), no photometric change.
+    """Return a fronto-parallel textured plane at constant `disparity` (px), no photometric change.
 
-    Example: a plane at 2 m seen with fx = 400 px and baseline 0.12 m has disparity 400*0.12/2 =
-    24 px.
-    Left pixels with x - disparity < 0 are marked occluded (no match in the right image).
+    Example: a plane at 2 m seen with fx = 400 px and baseline 0.12 m has disparity 400*0.12/2 = 24
+    px. Left pixels with x - disparity < 0 are marked occluded (no match in the right image).
     """
     if disparity < 0:
         raise ValueError(f'disparity must be >= 0, got {disparity}')

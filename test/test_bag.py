@@ -1,6 +1,6 @@
-"""`ffs-ros bag`:
+"""`ffs-ros bag`: a bag of synthetic scenes goes in; every pair comes out processed.
 
-a bag written with rosbags from synthetic scenes goes in; every pair comes out processed, with the
+The bag is written with rosbags from synthetic scenes; every pair comes out processed, with the
 node's topic names, message types, stamps and frame ids, and depth matching the ground truth
 (sqlite3 and MCAP).
 """
@@ -23,9 +23,9 @@ TS = get_typestore(Stores.ROS2_JAZZY)
 
 
 def write_bag(path, storage, n=5, compressed=False, bad_index=None, info_after=True):
-    """N pairs of a plane at disparity 8 + 2*i px (depth FX*B/d), stamped 1 s + i * 0.1 s; each
-    camera_info
-    written just after its image (as drivers do).
+    """Write N pairs of a plane at disparity 8 + 2*i px (depth FX*B/d), stamped 1 s + i * 0.1 s.
+
+    Each camera_info is written just after its image (as drivers do).
     """
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     truth = {}
@@ -149,8 +149,9 @@ def test_bad_pairs_counted_compressed_inputs_decoded_and_no_inputs(tmp_path, cap
 
 
 def test_infos_published_before_or_missing(tmp_path, capsys):
-    """Without camera infos every pair is refused with the reason; bad arguments are one line and
-    exit 2.
+    """Without camera infos every pair is refused with the reason.
+
+    Bad arguments are one line and exit 2.
     """
     write_bag(tmp_path / 'in', 'mcap', n=2, info_after=False)
     assert (

@@ -68,8 +68,8 @@ def test_synthetic_messages_are_a_valid_pair():
     left, right, scene = synthetic_pair(64, 48, 16, seed=1)
     assert left.shape == right.shape == (48, 64, 3) and not np.array_equal(left, right)
     for enc in ('rgb8', 'bgr8', 'mono8'):
-        l, r, li, ri = build_messages(left, right, enc)
-        assert l.encoding == enc and (li.width, li.height) == (64, 48)
+        lft, r, li, ri = build_messages(left, right, enc)
+        assert lft.encoding == enc and (li.width, li.height) == (64, 48)
         assert ri.p[3] < 0  # right P carries -fx * baseline
     np.testing.assert_array_equal(image_to_numpy(build_messages(left, right)[0]), left)
 

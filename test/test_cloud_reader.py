@@ -1,7 +1,7 @@
-"""Every cloud variant we publish, read back by an independent reader:
+"""Every cloud variant we publish, read back by an independent reader.
 
-ROS 2's own sensor_msgs_py.point_cloud2 (from ../shared/wheels/sensor-msgs-py; not on PyPI),
-compared with our geometry.
+The reader is ROS 2's own sensor_msgs_py.point_cloud2 (from ../shared/wheels/sensor-msgs-py; not on
+PyPI), compared with our geometry.
 """
 
 import numpy as np
@@ -104,8 +104,9 @@ def test_sensor_msgs_py_reads_our_clouds_as_our_geometry(organized, use_color, d
 
 
 def test_builder_benchmark_builds_the_same_bytes_as_the_reference(capsys):
-    """tools/cloud_builder_bench.py times our builder against create_cloud; both must build the
-    same cloud.
+    """tools/cloud_builder_bench.py times our builder against create_cloud.
+
+    Both must build the same cloud.
     """
     import importlib.util
     from pathlib import Path

@@ -1,5 +1,7 @@
-"""`colcon build` of the package as on a ROS workspace (colcon from PyPI), then the installed
-stereo_node finds its shipped files through the ament index and starts.
+"""`colcon build` of the package as on a ROS workspace (colcon from PyPI), then a start.
+
+After the build, the installed stereo_node finds its shipped files through the ament index and
+starts.
 
 Needs colcon-core, colcon-ros and colcon-python-setup-py importable (not in requirements.txt by
 default: they add ~45 MB and pytest plugins); runs whenever they are installed.

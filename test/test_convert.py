@@ -30,7 +30,7 @@ def _array(encoding):
 
 
 def _raw_msg(arr, encoding, pad=0, big_endian=False, fill=0xAB):
-    """An Image built by hand (like a driver would), rows padded with `pad` garbage bytes."""
+    """Build an Image by hand (like a driver would), rows padded with `pad` garbage bytes."""
     rows = (
         arr.reshape(arr.shape[0], -1).view(np.uint8)
         if arr.dtype.itemsize == 1

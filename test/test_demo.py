@@ -1,6 +1,6 @@
-"""`ffs-ros demo` end to end (a few small frames):
+"""`ffs-ros demo` end to end (a few small frames).
 
-files written, table printed, depth close to truth.
+Files written, table printed, depth close to truth.
 """
 
 import os

@@ -63,5 +63,5 @@ def test_heldout_synthetic_is_fixed_and_not_training_data():
 def test_perfect_matcher_scores_zero():
     pairs = ev.synthetic(2, 64, 96, 30.0)
     table = {p.left.tobytes(): p.gt for p in pairs}
-    rows, mean = ev.evaluate_matcher(lambda l, r: table[l.tobytes()], pairs)
+    rows, mean = ev.evaluate_matcher(lambda lft, r: table[lft.tobytes()], pairs)
     assert mean['epe'] == 0.0 and mean['bad2'] == 0.0 and len(rows) == 2

@@ -1,6 +1,6 @@
-"""Export to the upstream two-stage ONNX contract:
+"""Export to the upstream two-stage ONNX contract.
 
-names, dtypes, onnx.yaml, and torch == ONNX Runtime (<= 0.05 px) with the numpy GWC volume between
+Names, dtypes, onnx.yaml, and torch == ONNX Runtime (<= 0.05 px) with the numpy GWC volume between
 the two sessions, at the traced size and, for a --dynamic export, at another size.
 """
 

@@ -1,6 +1,6 @@
-"""`make gpu-check` rehearsed on this CPU:
+"""`make gpu-check` rehearsed on this CPU.
 
-every section runs (or says why it is skipped) and its checks hold, so the script is right the
+Every section runs (or says why it is skipped) and its checks hold, so the script is right the
 first time it meets a GPU.
 """
 

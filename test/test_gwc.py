@@ -8,8 +8,9 @@ from ffs_ros.contract.gwc import EPS, gwc_volume_into, gwc_volume_numpy, gwc_vol
 
 
 def reference(left, right, groups, max_disp, normalize):
-    """V[b,g,d,h,w] = sum_c L*R(w-d) (/ (|L||R| + eps)), 0 where w < d; float64, written
-    independently.
+    """Return V[b,g,d,h,w] = sum_c L*R(w-d) (/ (|L||R| + eps)), 0 where w < d.
+
+    In float64, written independently.
     """
     b, c, h, w = left.shape
     cg = c // groups
@@ -99,9 +100,9 @@ def test_tensor_dispatch_on_cpu_matches_reference(feats):
     'max_elements', [1 << 26, 300]
 )  # one chunk, and chunks that split image rows
 def test_one_pass_device_volume_matches_float64_reference(feats, normalize, max_elements):
-    """Defect 13:
+    """Defect 13: the device volume is one batched pass, exact to the reference.
 
-    the device volume is one batched pass (no loop over disparities), exact to the reference.
+    One pass: no loop over disparities.
     """
     left, right = feats
     ref = reference(left, right, 8, 12, normalize)

@@ -1,5 +1,6 @@
-"""`ffs-ros infer` and `ffs-ros build-engine` end to end on CPU (tiny generated export, ONNX
-Runtime).
+"""`ffs-ros infer` and `ffs-ros build-engine` end to end on CPU.
+
+With a tiny generated export, on ONNX Runtime.
 """
 
 import json

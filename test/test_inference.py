@@ -1,5 +1,6 @@
-"""End-to-end matcher behaviour on CPU with tiny upstream-shaped ONNX exports generated here (ONNX
-Runtime).
+"""End-to-end matcher behaviour on CPU with tiny upstream-shaped ONNX exports.
+
+The exports are generated here; they run on ONNX Runtime.
 """
 
 import numpy as np
@@ -13,9 +14,9 @@ from ffs_ros.inference import choose_backend, load_matcher
 
 @pytest.fixture(scope='module')
 def matching_model(tmp_path_factory):
-    """Cosine volume + sharp soft-argmin:
+    """Cosine volume + sharp soft-argmin: returns true disparities.
 
-    returns true disparities; fixed 128x256, D=16, features_left_16 dropped.
+    Fixed 128x256, D=16, features_left_16 dropped.
     """
     feat, post, d = make_two_stage(tmp_path_factory.mktemp('matching'), 128, 256, 64, use_16=False)
     return feat, post, d
@@ -44,9 +45,9 @@ def test_two_stage_onnx_matches_the_same_modules_in_torch(random_model):
 
 
 def test_wrong_normalize_flag_changes_the_result(random_model, tmp_path):
-    """The flag from onnx.yaml really reaches the volume (issue #26:
+    """The flag from onnx.yaml really reaches the volume.
 
-    a wrong flag gives garbage).
+    Issue #26: a wrong flag gives garbage.
     """
     feat, post, d, norm = random_model
     left, right = shifted_pair(64, 128, 8, seed=1)
@@ -69,9 +70,9 @@ def test_io_binding_path_gives_the_host_result(random_model):
 
 @pytest.mark.parametrize('in_hw,disp', [((160, 320), 20), ((96, 200), 8), ((200, 250), 25)])
 def test_letterboxed_constant_disparity_comes_back_at_input_size(matching_model, in_hw, disp):
-    """Sizes differ from the 128x256 graph:
+    """Sizes differ from the 128x256 graph.
 
-    scale s<=1 + pad, then disparity resized back and divided by s.
+    Scale s<=1 + pad, then disparity resized back and divided by s.
     """
     _, _, d = matching_model
     left, right = shifted_pair(*in_hw, disp, seed=4)
@@ -162,7 +163,7 @@ def test_load_matcher_errors(matching_model, tmp_path, monkeypatch):
 def test_auto_falls_back_to_sgbm_only_when_no_model_is_installed(
     matching_model, tmp_path, monkeypatch
 ):
-    """One policy for node, infer and eval:
+    """One policy for node, infer and eval.
 
     'auto' without a model and with none installed runs SGBM (with the search range asked for); a
     model that is given or installed is never silently replaced.
@@ -177,9 +178,9 @@ def test_auto_falls_back_to_sgbm_only_when_no_model_is_installed(
 
 
 def test_cuda_graph_with_onnxruntime_is_refused_with_the_reason(matching_model):
-    """ORT synchronises and runs on its own terms inside Run():
+    """ORT synchronises and runs on its own terms inside Run().
 
-    a capture around it cannot work (defect 9).
+    A capture around it cannot work (defect 9).
     """
     for io_binding in (False, True):
         with pytest.raises(
@@ -202,9 +203,9 @@ def test_bad_images_are_refused(matching_model):
 
 
 class FakeOwnModel(torch.nn.Module):
-    """Stands in for ffs_ros.model's network:
+    """Stands in for ffs_ros.model's network.
 
-    the documented .features/.post API on the tiny modules.
+    The documented .features/.post API on the tiny modules.
     """
 
     def __init__(self, feat, post):
@@ -236,8 +237,9 @@ class FakeOwnModel(torch.nn.Module):
 
 
 def test_torch_backend_pipeline_on_cpu(matching_model, tmp_path):
-    """The torch path (own model API) letterboxes/crops on the device and agrees with the ONNX
-    path.
+    """The torch path (own model API) letterboxes/crops on the device.
+
+    And it agrees with the ONNX path.
     """
     from ffs_ros.contract import ModelSource
     from ffs_ros.inference.network import NetworkMatcher
@@ -281,9 +283,9 @@ def test_provider_choice():
 def test_cuda_graph_capture_failure_is_logged_once_and_the_size_runs_without(
     random_model, monkeypatch, caplog
 ):
-    """Defect 8:
+    """Defect 8: a size whose capture fails runs the plain path, without retries.
 
-    a size whose capture fails runs the plain path (same result), is logged once and never retried.
+    It gives the same result, is logged once and never retried.
     """
     feat, post, d, norm = random_model
     m = load_matcher(d, 'onnxruntime', device='cpu', io_binding=True)
@@ -316,9 +318,9 @@ def test_cuda_graph_capture_failure_is_logged_once_and_the_size_runs_without(
 
 
 def test_device_runner_waits_once_per_frame(random_model, monkeypatch):
-    """Defect 12:
+    """Defect 12: stage times come from the clock, not from a synchronisation per stage.
 
-    stage times come from the clock, not from a synchronisation per stage: one wait per frame.
+    One wait per frame.
     """
     from ffs_ros.inference.device import Device
 
@@ -332,9 +334,9 @@ def test_device_runner_waits_once_per_frame(random_model, monkeypatch):
 
 
 def test_bound_inputs_stay_alive_while_onnxruntime_runs(random_model, monkeypatch):
-    """Defect 14:
+    """Defect 14: a non-contiguous input is bound through a contiguous copy.
 
-    a non-contiguous input is bound through a contiguous copy that must live until the run ends.
+    The copy must live until the run ends.
     """
     import gc
     import warnings
@@ -382,9 +384,9 @@ def test_bound_inputs_stay_alive_while_onnxruntime_runs(random_model, monkeypatc
 
 
 def test_valid_window_is_in_output_image_pixels_end_to_end(matching_model):
-    """A 500x400 image through a fixed 256x128 letterbox model:
+    """A 500x400 image through a fixed 256x128 letterbox model.
 
-    the DisparityImage's valid window is the whole 500x400 image (the old code reported
+    The DisparityImage's valid window is the whole 500x400 image (the old code reported
     0,0,160,128: network pixels, (x0, y0, x1, y1) form).
     """
     from std_msgs.msg import Header
@@ -409,9 +411,9 @@ def test_valid_window_is_in_output_image_pixels_end_to_end(matching_model):
 
 
 def test_onnxruntime_tensorrt_ep_gets_an_existing_cache_folder(tmp_path, monkeypatch):
-    """Defect 10:
+    """Defect 10: the TensorRT EP creates only one directory level; we create the folder first.
 
-    the TensorRT EP creates only one directory level and fails otherwise: we create it first.
+    The EP fails otherwise.
     """
     from ffs_ros.inference.onnx_backend import choose_providers
 
@@ -424,9 +426,9 @@ def test_onnxruntime_tensorrt_ep_gets_an_existing_cache_folder(tmp_path, monkeyp
 
 
 def test_results_do_not_alias_the_networks_buffers(random_model):
-    """The device runner's graphs keep persistent output buffers:
+    """The device runner's graphs keep persistent output buffers.
 
-    a returned disparity must stay as it was when the next frame runs.
+    A returned disparity must stay as it was when the next frame runs.
     """
     feat, post, d, norm = random_model
     m = load_matcher(d, 'onnxruntime', device='cpu', io_binding=True)

@@ -137,8 +137,7 @@ def test_checkpoint_is_recognised(tmp_path, export):
     assert src.kind == 'two_stage' and src.checkpoint == d / 'ffs_small.pt'
 
 
-# -- resolution plans
-# -------------------------------------------------------------------------------------------
+# -- resolution plans -----------------------------------------------------------------------------
 
 
 def test_letterbox_plan_never_upscales_by_default():

@@ -1,20 +1,16 @@
-"""Tiny stand-ins for Fast-FoundationStereo exports, generated inside the tests (and their own
-contract checks).
+"""Tiny stand-ins for Fast-FoundationStereo exports, generated inside the tests.
+
+And their own contract checks.
 
 They use exactly the upstream tensor names, layouts and dtypes: feature graph left/right float32
-[1,3,H,W] 0..255
-(ImageNet normalisation inside) -> features_left_04/08/16/32, features_right_04, stem_2x; post
-graph takes those
-plus gwc_volume float16 [1,G,D,H/4,W/4] and outputs disp [1,1,H,W]; single graph
-left_image/right_image
-(pre-normalised) -> disparity.
+[1,3,H,W] 0..255 (ImageNet normalisation inside) -> features_left_04/08/16/32, features_right_04,
+stem_2x; post graph takes those plus gwc_volume float16 [1,G,D,H/4,W/4] and outputs disp [1,1,H,W];
+single graph left_image/right_image (pre-normalised) -> disparity.
 
-``matching`` modules compute a real disparity: 1/4 features are the 4x4 pixel-unshuffled
-normalised image, so a
-textured pair shifted by a multiple of 4 px correlates perfectly at the true disparity and the
-post graph's sharp
-soft-argmin over the cosine volume returns it. ``random`` modules add random convolutions (for
-parity tests).
+``matching`` modules compute a real disparity: 1/4 features are the 4x4 pixel-unshuffled normalised
+image, so a textured pair shifted by a multiple of 4 px correlates perfectly at the true disparity
+and the post graph's sharp soft-argmin over the cosine volume returns it. ``random`` modules add
+random convolutions (for parity tests).
 """
 
 from __future__ import annotations
@@ -131,9 +127,9 @@ class TinyPost(nn.Module):
 
 
 class TinySingle(nn.Module):
-    """Isaac-style single graph:
+    """Isaac-style single graph.
 
-    pre-normalised left_image/right_image -> disparity (GWC inside the graph).
+    Pre-normalised left_image/right_image -> disparity (GWC inside the graph).
     """
 
     def __init__(self, num_disp: int, groups: int = 8) -> None:
@@ -229,20 +225,19 @@ def make_single(path, height=128, width=256, max_disp=64, dynamic=False):
 
 
 def torch_two_stage(feat, post, left_u8, right_u8, max_disp, normalize, gwc_dtype=torch.float16):
-    """Reference:
+    """Compute the reference: the same modules in torch.
 
-    the same modules in torch on HxWx3 uint8 images already at the network size -> HxW disparity.
+    On HxWx3 uint8 images already at the network size -> HxW disparity.
     """
     with torch.no_grad():
-        l = torch.from_numpy(left_u8).permute(2, 0, 1)[None].float()
+        lft = torch.from_numpy(left_u8).permute(2, 0, 1)[None].float()
         r = torch.from_numpy(right_u8).permute(2, 0, 1)[None].float()
-        feats = feat(l, r)
+        feats = feat(lft, r)
         vol = gwc_volume_torch(feats[0], feats[4], 8, max_disp // 4, normalize).to(gwc_dtype)
         return post(*feats, vol)[0, 0].numpy()
 
 
-# -- the generated files really are shaped like upstream exports
-# ------------------------------------------------
+# -- the generated files really are shaped like upstream exports ----------------------------------
 
 
 def test_generated_two_stage_matches_upstream_names_and_dtypes(tmp_path):
@@ -268,8 +263,9 @@ def test_generated_two_stage_matches_upstream_names_and_dtypes(tmp_path):
 
 
 def shifted_pair(height, width, disparity, seed=0):
-    """Random smooth texture with left(x) = right(x - d) for an integer d (exact, constant
-    disparity d).
+    """Random smooth texture with left(x) = right(x - d) for an integer d.
+
+    Exact, constant disparity d.
     """
     rng = np.random.default_rng(seed)
     base = rng.random((height // 2 + 1, (width + disparity) // 2 + 1, 3)).astype(np.float32)

@@ -1,11 +1,10 @@
-"""Our own model:
+"""Our own model: its PyTorch weights and their ONNX export give the same disparity.
 
-its PyTorch weights (torch backend) and their two-stage ONNX export (ONNX Runtime backend) give the
-same disparity through this engine (<= 0.05 px at 640x480).
+PyTorch weights through the torch backend and their two-stage ONNX export through the ONNX Runtime
+backend give the same disparity through this engine (<= 0.05 px at 640x480).
 
 Uses the shipped model (models/: ffs_small.pt + the two-stage export) when it is installed;
-otherwise a freshly
-initialised FFSSmall exported here (same code path, random weights).
+otherwise a freshly initialised FFSSmall exported here (same code path, random weights).
 """
 
 import numpy as np

@@ -1,6 +1,6 @@
-"""The TensorRT backend without TensorRT:
+"""The TensorRT backend without TensorRT.
 
-messages, cache keys, shapes, binding plans, and every API call of the builder and runner against a
+Messages, cache keys, shapes, binding plans, and every API call of the builder and runner against a
 stand-in as strict as the real bindings (test/trt_standin.py), with engines that really compute
 (their ONNX through ONNX Runtime on the bound buffers).
 """
@@ -155,15 +155,14 @@ def test_binding_plan():
         )
 
 
-# -- against the strict stand-in
-# ------------------------------------------------------------------------------------
+# -- against the strict stand-in ------------------------------------------------------------------
 
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """Engines 'on' the CPU:
+    """Engines 'on' the CPU.
 
-    the GPU identity for cache keys, and CPU devices accepted by the TensorRT graphs.
+    The GPU identity for cache keys, and CPU devices accepted by the TensorRT graphs.
     """
     monkeypatch.setattr(tb, 'gpu_identity', lambda device=None: ('FakeGPU', (8, 9)))
     monkeypatch.setattr(tr, '_require_cuda', lambda device: None)
@@ -196,11 +195,12 @@ def random_export(tmp_path_factory):
 def test_whole_matcher_on_the_standin_gives_the_onnxruntime_result(
     random_export, tmp_path, fake_gpu
 ):
-    """Engine cache, buffer planning and sharing, the volume written into the post engine's fp16
-    input, letterbox:
-    together they give the ONNX Runtime result; every enqueue is on the matcher's own
-    (non-default) stream and
-    every engine call happens inside the matcher's device scope (defects 1, 7, 13).
+    """The engine path on the stand-in gives the ONNX Runtime result, on our stream and device.
+
+    Engine cache, buffer planning and sharing, the volume written into the post engine's fp16
+    input, letterbox: together they give the ONNX Runtime result; every enqueue is on the matcher's
+    own (non-default) stream and every engine call happens inside the matcher's device scope
+    (defects 1, 7, 13).
     """
     trt = make_trt('10.3.0')
     m = trt_matcher(random_export, trt, tmp_path)
@@ -271,7 +271,7 @@ def test_prepare_builds_the_engines_before_the_first_frame(random_export, tmp_pa
 
 
 def test_tensorrt_11_builds_strongly_typed_from_an_fp16_onnx(export, tmp_path, fake_gpu):
-    """TensorRT 11 has no BuilderFlag.FP16 (defect 2):
+    """TensorRT 11 has no BuilderFlag.FP16 (defect 2).
 
     fp16 = strongly typed network from an fp16 copy of the ONNX with fp32 inputs/outputs, cached;
     fp32 builds the original; 10.3 keeps the FP16 flag on a weakly typed net.
@@ -364,8 +364,9 @@ def test_build_engine_cli_turns_every_failure_into_one_line(
 def test_a_stale_prebuilt_engine_warns_once_and_falls_back_to_the_cache(
     random_export, tmp_path, fake_gpu, caplog
 ):
-    """An engine beside the ONNX built by another TensorRT (defect 3) must not send the user into
-    a rebuild loop.
+    """An engine beside the ONNX built by another TensorRT (defect 3).
+
+    It must not send the user into a rebuild loop.
     """
     import shutil
 
@@ -445,8 +446,9 @@ def test_one_logger_routed_to_python_logging(caplog):
 
 
 def make_plugin_export(path):
-    """A tiny single-graph export with an FFSGWCVolume node (as the fork's make_plugin_onnx
-    writes).
+    """Write a tiny single-graph export with an FFSGWCVolume node.
+
+    As the fork's make_plugin_onnx writes it.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -466,10 +468,10 @@ def make_plugin_export(path):
 
 
 def test_plugin_export_is_its_own_contract_and_needs_its_library(tmp_path, monkeypatch, fake_gpu):
-    """Defect 4:
+    """Defect 4: the FFSGWCVolume export is its own contract and needs its library.
 
-    the FFSGWCVolume export is recognised, refused by ONNX Runtime, and on TensorRT needs
-    plugin_library, which is loaded (RTLD_GLOBAL) before init_libnvinfer_plugins and any parse.
+    The export is recognised, refused by ONNX Runtime, and on TensorRT needs plugin_library, which
+    is loaded (RTLD_GLOBAL) before init_libnvinfer_plugins and any parse.
     """
     p = make_plugin_export(tmp_path / 'ffs_plugin.onnx')
     src = detect_model(p)
@@ -504,9 +506,9 @@ def test_plugin_export_is_its_own_contract_and_needs_its_library(tmp_path, monke
 
 
 def test_engine_temporaries_are_unique_per_builder(export, tmp_path, monkeypatch, fake_gpu):
-    """Two nodes starting together never write the same temporary (defect 11):
+    """Two nodes starting together never write the same temporary (defect 11).
 
-    each build writes its own file, then one atomic rename.
+    Each build writes its own file, then one atomic rename.
     """
     import threading
 

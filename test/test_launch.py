@@ -1,6 +1,6 @@
-"""launch/stereo.launch.py without launch_ros (not installable from PyPI):
+"""launch/stereo.launch.py without launch_ros (not installable from PyPI).
 
-its AST, and its description built against small stand-ins for the launch modules; then the node is
+Its AST, and its description built against small stand-ins for the launch modules; then the node is
 started the way launch_ros would start it (params file, namespace, remaps) and must listen on the
 remapped topics.
 """

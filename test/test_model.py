@@ -1,6 +1,6 @@
-"""FFSSmall:
+"""FFSSmall: the two-stage split, the public load_model API, and that it can learn.
 
-the two-stage split, the public load_model API, and that it can learn (one tiny overfit).
+Learning is shown by one tiny overfit.
 """
 
 import numpy as np
@@ -113,8 +113,9 @@ def test_shifted_stack_matches_definition():
 
 
 def test_tiny_model_learns_a_constant_shift():
-    """A few optimisation steps on one plane pair must reduce the error a lot (the graph is
-    trainable).
+    """A few optimisation steps on one plane pair must reduce the error a lot.
+
+    That is: the graph is trainable.
     """
     from ffs_ros.model.train import sequence_loss
     from ffs_ros.synth import plane_pair
@@ -142,12 +143,12 @@ def test_tiny_model_learns_a_constant_shift():
 
 
 def test_guided_upsampler_starts_as_plain_convex_and_snaps_edges():
-    """guide_scale 0:
+    """guide_scale 0 is the plain convex upsampler; active, the guide snaps edges.
 
-    exactly the plain convex upsampler (the weights of a checkpoint trained without the guide mean
-    the same thing with it). Active: still a convex combination of the 3x3 coarse neighbours, and
-    an embedding that tells the two sides of an image edge apart puts the depth edge on the image
-    edge.
+    guide_scale 0: exactly the plain convex upsampler (the weights of a checkpoint trained without
+    the guide mean the same thing with it). Active: still a convex combination of the 3x3 coarse
+    neighbours, and an embedding that tells the two sides of an image edge apart puts the depth
+    edge on the image edge.
     """
     from ffs_ros.model.upsample import ConvexUpsampler
 
@@ -199,8 +200,9 @@ def test_guided_upsampler_starts_as_plain_convex_and_snaps_edges():
 
 
 def test_checkpoints_without_guide_load_as_plain_upsampler(tmp_path):
-    """Checkpoints written before the guide term (no 'guide_ch' in their config) load with
-    guide_ch 0.
+    """Checkpoints written before the guide term load with guide_ch 0.
+
+    They have no 'guide_ch' in their config.
     """
     cfg = dict(TINY, guide_ch=0)
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
-"""Regression test for the shipped default model in models/:
+"""Regression test for the shipped default model in models/.
 
-on fixed generated pairs it stays under error bounds set with a margin from what it achieved when
+On fixed generated pairs it stays under error bounds set with a margin from what it achieved when
 it was shipped (see models/README.md), through the same ONNX Runtime path the node uses, and the
 shipped torch checkpoint agrees with its ONNX export.
 """

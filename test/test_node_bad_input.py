@@ -1,7 +1,6 @@
-"""Each bad input:
+"""Each bad input: a log line, diagnostics ERROR, frame dropped, node alive.
 
-a log line naming the problem and the fix, diagnostics ERROR, frame dropped, node alive, the next
-good pair published.
+The log line names the problem and the fix; the next good pair is published.
 """
 
 import itertools
@@ -29,65 +28,65 @@ def good():
     return left, right, li, ri
 
 
-def _unsupported_encoding(l, r, li, ri):
-    l.encoding = '16SC1'
-    l.step = W * 2
-    l.data = bytes(H * W * 2)
-    return l, r, li, ri
+def _unsupported_encoding(lft, r, li, ri):
+    lft.encoding = '16SC1'
+    lft.step = W * 2
+    lft.data = bytes(H * W * 2)
+    return lft, r, li, ri
 
 
-def _size_mismatch(l, r, li, ri):
+def _size_mismatch(lft, r, li, ri):
     small = plane_pair(H, W - 8, 24.0, seed=5)
-    return l, numpy_to_image(small.right, 'rgb8'), li, ri
+    return lft, numpy_to_image(small.right, 'rgb8'), li, ri
 
 
-def _info_size_mismatch(l, r, li, ri):
+def _info_size_mismatch(lft, r, li, ri):
     li2, ri2 = make_camera_infos(2 * W, 2 * H, FX, BASELINE)
-    return l, r, li2, ri2
+    return lft, r, li2, ri2
 
 
-def _data_length(l, r, li, ri):
-    l.data = bytes(l.data)[: -W * 3]  # one row short
-    return l, r, li, ri
+def _data_length(lft, r, li, ri):
+    lft.data = bytes(lft.data)[: -W * 3]  # one row short
+    return lft, r, li, ri
 
 
-def _step_too_small(l, r, li, ri):
-    l.step = W * 3 - 3
-    l.data = bytes(l.data)[: l.step * H]
-    return l, r, li, ri
+def _step_too_small(lft, r, li, ri):
+    lft.step = W * 3 - 3
+    lft.data = bytes(lft.data)[: lft.step * H]
+    return lft, r, li, ri
 
 
-def _empty(l, r, li, ri):
-    l.height = l.width = l.step = 0
-    l.data = b''
-    return l, r, li, ri
+def _empty(lft, r, li, ri):
+    lft.height = lft.width = lft.step = 0
+    lft.data = b''
+    return lft, r, li, ri
 
 
-def _nan_k(l, r, li, ri):
+def _nan_k(lft, r, li, ri):
     k = list(li.k)
     k[0] = math.nan
     li.k = k
-    return l, r, li, ri
+    return lft, r, li, ri
 
 
-def _zero_p(l, r, li, ri):
+def _zero_p(lft, r, li, ri):
     p = list(ri.p)
     p[0] = 0.0
     ri.p = p
-    return l, r, li, ri
+    return lft, r, li, ri
 
 
-def _negative_baseline(l, r, li, ri):
+def _negative_baseline(lft, r, li, ri):
     li2, ri2 = make_camera_infos(W, H, FX, -BASELINE)
-    return l, r, li2, ri2
+    return lft, r, li2, ri2
 
 
-def _big_endian_16(l, r, li, ri):
+def _big_endian_16(lft, r, li, ri):
     grey = (_SAMPLE.left.mean(axis=2) * 256).astype('>u2')
-    l = numpy_to_image(grey.astype(np.uint16), 'mono16')
-    l.data = grey.tobytes()
-    l.is_bigendian = 1
-    return l, r, li, ri
+    lft = numpy_to_image(grey.astype(np.uint16), 'mono16')
+    lft.data = grey.tobytes()
+    lft.is_bigendian = 1
+    return lft, r, li, ri
 
 
 BAD = {  # name -> (mutation, words the ERROR / log line must contain)
@@ -115,7 +114,7 @@ def make_node(ros_context, spin_nodes, ns):
 
 
 def error_status(player, words, timeout=10.0):
-    """The first diagnostics input status at ERROR whose message contains all `words`."""
+    """Return the first diagnostics input status at ERROR whose message contains all `words`."""
 
     def pred(arr):
         return any(
@@ -130,8 +129,8 @@ def error_status(player, words, timeout=10.0):
 
 def assert_recovers(node, player, stamp_ns):
     assert node.context.ok()
-    l, r, li, ri = good()
-    player.send(node, l, r, li, ri, stamp_ns=stamp_ns)
+    lft, r, li, ri = good()
+    player.send(node, lft, r, li, ri, stamp_ns=stamp_ns)
     got = player.out['disparity'].wait_for(
         lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec == stamp_ns
     )
@@ -169,13 +168,13 @@ def test_bad_input_is_reported_dropped_and_survived(rig, name):
 
 def test_camera_info_not_received_names_the_topic(rig):
     node, player = rig
-    l, r, li, ri = good()
+    lft, r, li, ri = good()
     player.publish(left_info=li)
     time.sleep(0.2)
     topic = node.sub_right_info.topic_name
     st = None  # quiet at first (start-up: infos often trail the images); ERROR once it persists
     for i in range(40):  # pairs at ~10 Hz: persisting means > 1 s or more than 3 pairs
-        player.publish(left=l, right=r, stamp_ns=(i + 1) * 10_000_000)  # no right camera_info
+        player.publish(left=lft, right=r, stamp_ns=(i + 1) * 10_000_000)  # no right camera_info
         st = error_status(player, ['camera_info not yet received', topic], timeout=0.1)
         if st is not None:
             break
@@ -189,8 +188,8 @@ def test_camera_info_not_received_names_the_topic(rig):
 def test_stamps_going_backwards(rig):
     node, player = rig
     assert_recovers(node, player, 5_000_000_000)
-    l, r, li, ri = good()
-    player.send(node, l, r, li, ri, stamp_ns=4_000_000_000)  # time went back 1 s
+    lft, r, li, ri = good()
+    player.send(node, lft, r, li, ri, stamp_ns=4_000_000_000)  # time went back 1 s
     assert error_status(player, ['backwards']) is not None
     assert node.wait_idle(5)
     assert len(player.out['disparity'].msgs) == 1

@@ -1,6 +1,6 @@
-"""Issue 10 at the node:
+"""Issue 10 at the node.
 
-narrow sgbm frames, camera_info arriving just after the images, stamps jumping ahead, frame_id
+Narrow sgbm frames, camera_info arriving just after the images, stamps jumping ahead, frame_id
 mismatches and camera_info matched to images by stamp.
 """
 
@@ -24,9 +24,9 @@ def stamp(m):
 
 @pytest.fixture
 def rig_with(ros_context, spin_nodes, make_player):
-    """`rig_with(**params)` -> (node, player):
+    """Return a factory: `rig_with(**params)` -> (node, player).
 
-    an sgbm stereo node (max_disparity 48) and a player.
+    The node is an sgbm stereo node (max_disparity 48) and a player.
     """
 
     def make(**params):
@@ -103,8 +103,8 @@ def errors(player, word):
 
 def test_images_just_before_their_first_camera_info_are_processed_without_an_error(rig_with):
     node, player = rig_with()
-    l, r, li, ri = pair()
-    player.publish(left=l, right=r, stamp_ns=1_000_000_000)  # a driver: image first,
+    lft, r, li, ri = pair()
+    player.publish(left=lft, right=r, stamp_ns=1_000_000_000)  # a driver: image first,
     player.publish(left_info=li, right_info=ri, stamp_ns=1_000_000_000)  # its info just after
     assert published(player, 1_000_000_000) is not None
     assert node.wait_idle(5)
@@ -113,11 +113,11 @@ def test_images_just_before_their_first_camera_info_are_processed_without_an_err
 
 def test_camera_info_missing_at_start_up_is_quiet_until_it_persists(rig_with):
     node, player = rig_with(camera_info_wait_seconds=0.0)  # no waiting: the first pair has no info
-    l, r, li, ri = pair()
-    player.publish(left=l, right=r, stamp_ns=1_000_000_000)
+    lft, r, li, ri = pair()
+    player.publish(left=lft, right=r, stamp_ns=1_000_000_000)
     assert wait_until(lambda: node.health.pairs_total == 1) and node.wait_idle(5)
     player.publish(left_info=li, right_info=ri, stamp_ns=1_000_000_000)
-    player.send(node, l, r, li, ri, stamp_ns=2_000_000_000)
+    player.send(node, lft, r, li, ri, stamp_ns=2_000_000_000)
     assert published(player, 2_000_000_000) is not None
     assert published(player, 1_000_000_000, timeout=0.1) is None  # dropped, quietly
     assert errors(player, 'camera_info') == [] and node.bad_frames == 0
@@ -162,8 +162,8 @@ def test_camera_info_is_matched_to_the_images_by_stamp(rig_with):
     ]
     for i, (w, h, fx) in enumerate(frames):
         t = (i + 1) * 1_000_000_000
-        l, r, li, ri = pair(w, h, fx)
-        player.publish(left=l, right=r, stamp_ns=t)
+        lft, r, li, ri = pair(w, h, fx)
+        player.publish(left=lft, right=r, stamp_ns=t)
         player.publish(left_info=li, right_info=ri, stamp_ns=t)
         d = published(player, t)
         assert d is not None, f'frame {i} ({w}x{h}) was not published'
@@ -179,9 +179,9 @@ def test_frame_ids_that_differ_get_one_warning(rig_with):
         (2_000_000_000, ('left_optical', 'rear_optical')),
         (3_000_000_000, ('left_optical', 'rear_optical')),
     ):
-        l, r, li, ri = pair()
-        l.header.frame_id, r.header.frame_id = lf, rf
-        player.send(node, l, r, li, ri, stamp_ns=t)
+        lft, r, li, ri = pair()
+        lft.header.frame_id, r.header.frame_id = lf, rf
+        player.send(node, lft, r, li, ri, stamp_ns=t)
         assert published(player, t) is not None
         assert node.wait_idle(5)
     warns = [m for m in player.out['rosout'].msgs if 'frame_id' in m.msg]

@@ -1,6 +1,6 @@
-"""stereo_node in-process over real rclpy:
+"""stereo_node in-process over real rclpy.
 
-a textured plane at 2.0 m (fx 400 px, baseline 0.12 m -> 24 px disparity) goes in; disparity,
+A textured plane at 2.0 m (fx 400 px, baseline 0.12 m -> 24 px disparity) goes in; disparity,
 depth, cloud and diagnostics come out with the right values.
 """
 
@@ -248,10 +248,10 @@ def test_qos_defaults(setup):
 
 
 def test_model_backend_through_parameters(ros_context, spin_nodes, make_player, tmp_path):
-    """backend/model parameters load a two-stage ONNX export (tiny matching model from the
-    inference
-    tests) and the node reports it in diagnostics; a constant-disparity pair comes back as that
-    disparity.
+    """backend/model parameters load a two-stage ONNX export; the node reports it.
+
+    The export is the tiny matching model from the inference tests; the node reports it in
+    diagnostics; a constant-disparity pair comes back as that disparity.
     """
     from test_inference_models import make_two_stage, shifted_pair
 
@@ -315,9 +315,9 @@ def test_diagnostics_error_when_no_pairs_arrive(ros_context, spin_nodes, make_pl
 def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(
     ros_context, spin_nodes, make_player
 ):
-    """The first camera_info tells the node the input size:
+    """The first camera_info tells the node the input size.
 
-    the matcher builds its engines then (in the background, once per size), not when the first pair
+    The matcher builds its engines then (in the background, once per size), not when the first pair
     arrives.
     """
     import threading
@@ -351,9 +351,9 @@ def test_matcher_is_prepared_for_the_camera_size_before_the_first_pair(
 
 
 def test_node_pairs_with_message_filters_where_it_imports(setup):
-    """On a distro (and in the Jazzy venv of make test) the node pairs with ROS 2's
-    message_filters, else with
-    ours; the start-up line names it.
+    """The node pairs with ROS 2's message_filters where it imports, else with ours.
+
+    That is on a distro and in the Jazzy venv of make test. The start-up line names it.
     """
     import importlib.util
 

@@ -252,9 +252,9 @@ def test_matcher_options_pass_only_what_the_backend_takes():
 
 
 def test_stereo_yaml_is_generated_from_the_parameter_table():
-    """config/stereo.yaml cannot drift from SPECS (regenerate:
+    """config/stereo.yaml cannot drift from SPECS.
 
-    python -m ffs_ros.node.params > config/stereo.yaml).
+    Regenerate: python -m ffs_ros.node.params > config/stereo.yaml.
     """
     from pathlib import Path
 
@@ -263,9 +263,10 @@ def test_stereo_yaml_is_generated_from_the_parameter_table():
 
 
 def test_matcher_parameters_come_from_the_backend_option_table():
-    """Every backend option with a node parameter is a parameter; a parameter for another backend
-    is refused, and
-    parameters left at their default are not passed (the backend's own default applies).
+    """Every backend option with a node parameter is a parameter.
+
+    A parameter for another backend is refused, and parameters left at their default are not passed
+    (the backend's own default applies).
     """
     from ffs_ros.inference.options import OPTIONS
 

@@ -224,9 +224,9 @@ ORT_NODE = textwrap.dedent('''
 
 
 def test_sigint_while_onnxruntime_runs_a_large_frame_exits_cleanly(procs, tmp_path):
-    """The case that aborted ("terminate called without an active exception", exit -6):
+    """The case that aborted ("terminate called without an active exception", exit -6).
 
-    a 1600x1200 frame takes seconds in ONNX Runtime on a CPU, longer than the node waits for it.
+    A 1600x1200 frame takes seconds in ONNX Runtime on a CPU, longer than the node waits for it.
     """
     pytest.importorskip('onnxruntime')
     from ffs_ros.paths import default_model_dir

@@ -1,8 +1,9 @@
-"""stereo_node as a separate process, started the documented way, over real DDS between processes:
-`stereo_node --ros-args --params-file config/stereo.yaml`, unique ROS_DOMAIN_ID, discovery limited
-to localhost, the shipped Fast DDS SHM profile on both sides, a best-effort 640x480 camera stream
-(the case that loses every frame without the profile). Also: bad parameters exit non-zero with a
-message naming the parameter.
+"""stereo_node as a separate process, started the documented way, over real DDS.
+
+Between processes: `stereo_node --ros-args --params-file config/stereo.yaml`, unique ROS_DOMAIN_ID,
+discovery limited to localhost, the shipped Fast DDS SHM profile on both sides, a best-effort
+640x480 camera stream (the case that loses every frame without the profile). Also: bad parameters
+exit non-zero with a message naming the parameter.
 """
 
 import os

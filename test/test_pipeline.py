@@ -256,47 +256,47 @@ def test_sgbm_on_a_textured_plane_recovers_2m():
 
 
 def _bad_cases():
-    def enc(l, r, li, ri):
-        l.encoding = 'yuv444'
+    def enc(lft, r, li, ri):
+        lft.encoding = 'yuv444'
 
-    def size(l, r, li, ri):
+    def size(lft, r, li, ri):
         r.height, r.width, r.step = H // 2, W // 2, W // 2 * 3
         r.data = bytes(r.step * r.height)
 
-    def info_size(l, r, li, ri):
+    def info_size(lft, r, li, ri):
         li.width, li.height = 2 * W, 2 * H
 
-    def length(l, r, li, ri):
-        l.data = bytes(len(l.data) - 3)
+    def length(lft, r, li, ri):
+        lft.data = bytes(len(lft.data) - 3)
 
-    def step(l, r, li, ri):
+    def step(lft, r, li, ri):
         r.step = W * 3 - 1
         r.data = bytes(r.step * H)
 
-    def empty(l, r, li, ri):
-        l.height, l.width, l.step, l.data = 0, 0, 0, b''
+    def empty(lft, r, li, ri):
+        lft.height, lft.width, lft.step, lft.data = 0, 0, 0, b''
 
-    def nan_k(l, r, li, ri):
+    def nan_k(lft, r, li, ri):
         k = list(li.k)
         k[0] = float('nan')
         li.k = k
 
-    def zero_p(l, r, li, ri):
+    def zero_p(lft, r, li, ri):
         ri.p = [0.0] * 12
 
-    def zero_baseline(l, r, li, ri):
+    def zero_baseline(lft, r, li, ri):
         p = list(ri.p)
         p[3] = 0.0
         ri.p = p
 
-    def negative_baseline(l, r, li, ri):
+    def negative_baseline(lft, r, li, ri):
         p = list(ri.p)
         p[3] = +FX * B
         ri.p = p
 
-    def big_endian(l, r, li, ri):
+    def big_endian(lft, r, li, ri):
         g = np.full((H, W), 1000, np.uint16)
-        for m in (l, r):
+        for m in (lft, r):
             m.encoding, m.step, m.is_bigendian = 'mono16', W * 2, True
             m.data = g.astype('>u2').tobytes()
 
@@ -415,10 +415,10 @@ def test_allocator_tuning_applies_on_glibc():
 
 
 def test_sgbm_valid_window_reaches_the_disparity_image():
-    """SGBM reports where it can match (stereo_image_proc's window:
+    """SGBM reports where it can match; the DisparityImage carries it.
 
-    no match in the leftmost numDisparities + border - 1 columns), in output-image pixels, and the
-    DisparityImage carries it.
+    That is stereo_image_proc's window: no match in the leftmost numDisparities + border - 1
+    columns, in output-image pixels.
     """
     from ffs_ros.inference import load_matcher
 
@@ -450,9 +450,9 @@ def test_frames_above_max_input_pixels_are_refused_with_the_limit():
 
 
 def test_freed_memory_goes_back_once_after_a_size_change(monkeypatch):
-    """One huge frame must not keep the process hundreds of MB larger:
+    """One huge frame must not keep the process hundreds of MB larger.
 
-    two frames after the image size changed (the old size's buffers and messages are free by then)
+    Two frames after the image size changed (the old size's buffers and messages are free by then)
     freed heap memory is returned to the OS, once.
     """
     import ffs_ros.pipeline as pl

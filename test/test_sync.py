@@ -8,7 +8,7 @@ from ffs_ros.node.sync import LEFT, RIGHT, StereoSynchronizer, stamp_ns
 
 
 def msg(t_ns, tag=''):
-    """A minimal message with header.stamp (sec, nanosec) like sensor_msgs/Image."""
+    """Return a minimal message with header.stamp (sec, nanosec) like sensor_msgs/Image."""
     return SimpleNamespace(
         tag=tag,
         header=SimpleNamespace(
@@ -22,7 +22,7 @@ MS = 1_000_000
 
 def collect(**kw):
     pairs = []
-    sync = StereoSynchronizer(lambda l, r: pairs.append((stamp_ns(l), stamp_ns(r))), **kw)
+    sync = StereoSynchronizer(lambda lft, r: pairs.append((stamp_ns(lft), stamp_ns(r))), **kw)
     return sync, pairs
 
 
@@ -101,7 +101,7 @@ def test_clear_forgets_waiting_messages():
 
 def test_callback_gets_left_then_right_objects():
     got = []
-    sync = StereoSynchronizer(lambda l, r: got.append((l.tag, r.tag)))
+    sync = StereoSynchronizer(lambda lft, r: got.append((lft.tag, r.tag)))
     sync.add_right(msg(5, 'R'))
     sync.add_left(msg(5, 'L'))
     assert got == [('L', 'R')]
@@ -109,13 +109,13 @@ def test_callback_gets_left_then_right_objects():
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match='queue_size'):
-        StereoSynchronizer(lambda l, r: None, queue_size=0)
+        StereoSynchronizer(lambda lft, r: None, queue_size=0)
     with pytest.raises(ValueError, match='tolerance'):
-        StereoSynchronizer(lambda l, r: None, approximate=True, tolerance=-1)
+        StereoSynchronizer(lambda lft, r: None, approximate=True, tolerance=-1)
 
 
 class _FakeMessageFilters:
-    """Stand-in for ROS 2 message_filters (not installable here) with its documented Python API:
+    """Stand-in for ROS 2 message_filters (not installable here) with its documented Python API.
 
     SimpleFilter.registerCallback/signalMessage; TimeSynchronizer(fs, queue_size) pairing equal
     stamps from bounded per-input queues kept in `queues` under `lock`.
@@ -171,7 +171,7 @@ def test_make_synchronizer_uses_message_filters_when_importable(monkeypatch):
     fake.ApproximateTimeSynchronizer = object  # present, like the real module
     monkeypatch.setitem(sys.modules, 'message_filters', fake)
     pairs = []
-    sync = make_synchronizer(lambda l, r: pairs.append((l.tag, r.tag)), queue_size=3)
+    sync = make_synchronizer(lambda lft, r: pairs.append((lft.tag, r.tag)), queue_size=3)
     assert isinstance(sync, MessageFiltersSynchronizer)
     sync.add(LEFT, msg(10 * MS, 'l10'))
     sync.add(RIGHT, msg(11 * MS, 'r11'))
@@ -192,7 +192,7 @@ def test_make_synchronizer_falls_back_without_message_filters(monkeypatch):
     from ffs_ros.node.sync import make_synchronizer
 
     monkeypatch.setitem(sys.modules, 'message_filters', None)  # import raises ImportError
-    assert isinstance(make_synchronizer(lambda l, r: None), StereoSynchronizer)
+    assert isinstance(make_synchronizer(lambda lft, r: None), StereoSynchronizer)
 
 
 def test_clear_one_side_keeps_the_other_sides_new_timeline():

@@ -1,6 +1,6 @@
-"""The same pairing semantics and the same diagnostics from both synchronizer paths:
+"""The same pairing semantics and the same diagnostics from both synchronizer paths.
 
-ours (pip installs) and ROS 2's real message_filters (a distro; here from
+Ours (pip installs) and ROS 2's real message_filters (a distro; here from
 ../shared/wheels/message-filters, imported from the wheel).
 """
 
@@ -23,10 +23,10 @@ WHEEL = (
 
 @pytest.fixture(scope='module')
 def real_mf():
-    """ROS 2 message_filters:
+    """Yield ROS 2 message_filters: installed, else imported from the wheel for this module.
 
-    installed (Jazzy venv, distro), else imported from the wheel for this module only (removed
-    again afterwards, so later tests in this process keep the synchronizer their venv gives).
+    Installed: Jazzy venv, distro. The wheel import is for this module only (removed again
+    afterwards, so later tests in this process keep the synchronizer their venv gives).
     """
     try:
         import message_filters as mf
@@ -51,8 +51,9 @@ def real_mf():
 
 
 def msg(t_ns, tag=''):
-    """A real sensor_msgs/Image header (message_filters reads stamps with
-    rclpy.time.Time.from_msg).
+    """Return a real sensor_msgs/Image header.
+
+    message_filters reads stamps with rclpy.time.Time.from_msg.
     """
     from sensor_msgs.msg import Image
 
@@ -101,9 +102,9 @@ def test_approximate_pairs_within_the_tolerance_only(make):
 
 
 def test_overflow_counts_as_sync_failures_the_same_way(make):
-    """Diagnostics mean the same on both paths:
+    """Diagnostics mean the same on both paths.
 
-    images pushed out of the queue without a partner.
+    Images pushed out of the queue without a partner.
     """
     sync, pairs = make(queue_size=3)
     for i in range(10):
@@ -112,9 +113,9 @@ def test_overflow_counts_as_sync_failures_the_same_way(make):
 
 
 def test_clearing_one_side_keeps_the_other_sides_new_timeline(make):
-    """Stamps went back on the right:
+    """Stamps went back on the right.
 
-    its old images go; the left's new-timeline image still pairs.
+    Its old images go; the left's new-timeline image still pairs.
     """
     sync, pairs = make()
     sync.add(LEFT, msg(4100 * MS, 'l4.1'))

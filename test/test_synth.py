@@ -1,6 +1,6 @@
-"""The scene generator's ground truth is exact:
+"""The scene generator's ground truth is exact.
 
-warping the right view by the disparity gives the left view.
+Warping the right view by the disparity gives the left view.
 """
 
 import cv2
@@ -11,9 +11,10 @@ from ffs_ros.synth import StereoSample, plane_pair, render_scene
 
 
 def _warp_error(sample, disparity):
-    """|left - right warped by `disparity`| on non-occluded pixels that are not on a depth edge
-    (bilinear
-    sampling there mixes two surfaces: a property of the check, not of the ground truth).
+    """Return |left - right warped by `disparity`| on non-occluded pixels off depth edges.
+
+    Pixels on a depth edge are left out: bilinear sampling there mixes two surfaces (a property of
+    the check, not of the ground truth).
     """
     h, w = disparity.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -1,6 +1,6 @@
-"""`ffs-ros train` mechanics on a tiny model:
+"""`ffs-ros train` mechanics on a tiny model.
 
-checkpoints are written, --resume continues where it stopped, --init warm-starts a new run from
+Checkpoints are written, --resume continues where it stopped, --init warm-starts a new run from
 weights and refuses weights of another architecture.
 """
 
@@ -67,11 +67,10 @@ def test_checkpoint_resume_and_init(tmp_path):
 
 
 def test_occluded_pixels_get_their_loss_weight(tmp_path):
-    """occluded_weight:
+    """occluded_weight: occluded pixels inside the disparity range get that loss weight.
 
-    occluded pixels inside the disparity range are trained with that weight (their rendered
-    disparity is exact), non-occluded with 1, out-of-range with 0; `valid` (for metrics) stays
-    non-occluded.
+    They are trained with that weight (their rendered disparity is exact), non-occluded with 1,
+    out-of-range with 0; `valid` (for metrics) stays non-occluded.
     """
     import numpy as np
 
@@ -90,7 +89,7 @@ def test_occluded_pixels_get_their_loss_weight(tmp_path):
 
 
 def test_finetune_of_named_modules_from_a_checkpoint_without_the_guide(tmp_path):
-    """Stage 3:
+    """Stage 3: --init without the guide term, then fine-tune only the named modules.
 
     --init from a checkpoint without the guide term (its new parameters start with a negligible
     effect) and train.trainable [upsampler]: everything else, BatchNorm statistics included, stays
@@ -133,9 +132,9 @@ RECIPES = ['train.yaml', 'train_stage2.yaml', 'train_stage3.yaml']
 
 @pytest.mark.parametrize('stage', range(len(RECIPES)))
 def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
-    """The commands in models/README.md must run:
+    """The commands in models/README.md must run.
 
-    every key is known, scene options exist in the generator, the last stage builds the
+    Every key is known, scene options exist in the generator, the last stage builds the
     architecture of the shipped checkpoint, and each earlier stage one that --init can start the
     next from (equal up to the inference-time valid_iters, or missing only the next stage's guide
     term).
@@ -170,9 +169,10 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
         assert model == checkpoint_config(shipped)
     else:
         nxt = model_of(RECIPES[stage + 1])
-        # noqa: E731
-        weights = lambda c: {k: v for k, v in c.items() if k not in ('guide_ch', 'valid_iters')}
-        assert weights(model) == weights(
-            nxt
-        )  # valid_iters: an inference setting, not part of the weights
+
+        # valid_iters: an inference setting, not part of the weights
+        def weights(c):
+            return {k: v for k, v in c.items() if k not in ('guide_ch', 'valid_iters')}
+
+        assert weights(model) == weights(nxt)
         assert model['guide_ch'] in (0, nxt['guide_ch'])

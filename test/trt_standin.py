@@ -1,26 +1,23 @@
-"""A stand-in for the `tensorrt` Python module, as strict as the real bindings on what bit us (no
-GPU needed).
+"""A stand-in for the `tensorrt` Python module (no GPU needed).
 
-Modelled on the TensorRT 10.3 and 11.x bindings (python/src/infer/pyCore.cpp, pyPlugin.cpp,
-parsers/pyOnnx.cpp;
+It is as strict as the real bindings on what bit us. Modelled on the TensorRT 10.3 and 11.x
+bindings (python/src/infer/pyCore.cpp, pyPlugin.cpp, parsers/pyOnnx.cpp;
 ../shared/docs/tensorrt-python-facts.md):
+
 * version modes: '10.3.0' (BuilderFlag.FP16, EXPLICIT_BATCH exist) and '11.1.0' (both gone:
-AttributeError);
+  AttributeError);
 * calls that fail by return value do so here too:
-``parse_from_file``/``set_input_shape``/``set_tensor_address``/
-  ``execute_async_v3`` -> False, ``build_serialized_network``/``deserialize_cuda_engine``/
-  ``create_execution_context`` -> None;
-* it records every logger instance handed to it, and whether ``init_libnvinfer_plugins`` ran
-before any parse or
-  deserialise (an engine "with plugin layers" -- here: every engine -- does not deserialise before
-  it);
+  ``parse_from_file``/``set_input_shape``/``set_tensor_address``/``execute_async_v3`` -> False,
+  ``build_serialized_network``/``deserialize_cuda_engine``/``create_execution_context`` -> None;
+* it records every logger instance handed to it, and whether ``init_libnvinfer_plugins`` ran before
+  any parse or deserialise (an engine "with plugin layers" -- here: every engine -- does not
+  deserialise before it);
 * engines are bound to a TensorRT version: a plan from another version does not deserialise;
 * enqueueing on stream 0 is refused (the real one adds device-wide syncs and warns), every engine
-call records which
-  ffs_ros device scope was active, and USER_MANAGED contexts must get device memory before they
-  run;
-* engines really compute: their ONNX runs with ONNX Runtime on the bound CPU tensors (read from
-the raw addresses).
+  call records which ffs_ros device scope was active, and USER_MANAGED contexts must get device
+  memory before they run;
+* engines really compute: their ONNX runs with ONNX Runtime on the bound CPU tensors (read from the
+  raw addresses).
 """
 
 from __future__ import annotations
@@ -48,14 +45,13 @@ class _Enum:
 
 
 def make_trt(version: str = '10.3.0', executor=None, **behaviour):
-    """A fresh stand-in module.
+    """Return a fresh stand-in module.
 
     `behaviour`: fail_build, fail_context, non_linear (tensor name), reject_address.
 
     `executor(context, stream_handle) -> bool` replaces how an engine computes (default: its ONNX
-    through ONNX
-    Runtime on the CPU buffers at the bound addresses); tools/gpu_check.py runs torch modules on
-    CUDA with it.
+    through ONNX Runtime on the CPU buffers at the bound addresses); tools/gpu_check.py runs torch
+    modules on CUDA with it.
     """
     major = int(version.split('.')[0])
     trt = types.ModuleType('tensorrt')
@@ -389,7 +385,7 @@ def make_trt(version: str = '10.3.0', executor=None, **behaviour):
 
 
 def _read(ptr: int, shape, dtype) -> np.ndarray:
-    """A numpy view of `shape` x `dtype` at the raw (CPU) address `ptr`."""
+    """Return a numpy view of `shape` x `dtype` at the raw (CPU) address `ptr`."""
     dtype = np.dtype(dtype)
     n = int(np.prod(shape)) * dtype.itemsize
     buf = (ctypes.c_byte * n).from_address(ptr)
@@ -397,9 +393,9 @@ def _read(ptr: int, shape, dtype) -> np.ndarray:
 
 
 def engine_bytes(onnx_path, version: str) -> bytes:
-    """What the stand-in's builder writes for `onnx_path` under TensorRT `version` (e.g.
+    """Return what the stand-in's builder writes for `onnx_path` under TensorRT `version`.
 
-    a prebuilt engine).
+    E.g. a prebuilt engine.
     """
     return b'ENGINE' + json.dumps({'onnx': str(onnx_path), 'version': version}).encode()
 

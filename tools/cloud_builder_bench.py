@@ -1,15 +1,13 @@
 #!/usr/bin/env python3
-"""Our PointCloud2 builder against ROS 2's reference, side by side in one run (issue:
+"""Our PointCloud2 builder against ROS 2's reference, side by side in one run.
 
->= 5x faster).
+Issue: >= 5x faster.
 
 Builds the same 640x480 organized XYZRGB cloud of a textured scene (a) with ffs_ros
-(CloudBuffer.fill +
-messages.point_cloud, what the node publishes) and (b) with
-sensor_msgs_py.point_cloud2.create_cloud from an
-(N, 4) float32 array of the same points (the reference way in Python; sensor_msgs_py comes from
-../shared/wheels/sensor-msgs-py). Prints a table and one JSON line: p50/p95 ms of each and the
-ratio.
+(CloudBuffer.fill + messages.point_cloud, what the node publishes) and (b) with
+sensor_msgs_py.point_cloud2.create_cloud from an (N, 4) float32 array of the same points (the
+reference way in Python; sensor_msgs_py comes from ../shared/wheels/sensor-msgs-py). Prints a table
+and one JSON line: p50/p95 ms of each and the ratio.
 """
 
 from __future__ import annotations

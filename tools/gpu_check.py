@@ -1,38 +1,29 @@
 #!/usr/bin/env python3
-"""`make gpu-check`:
+"""`make gpu-check`: every GPU claim of ffs_ros checked in one command.
 
-every GPU claim of ffs_ros checked in one command on any machine with CUDA and PyTorch.
-
-Runs in a few minutes and needs no ROS and no package index (what needs rclpy or the ROS messages
-runs where they
-import and is reported as skipped otherwise). Writes one JSON (``--out``, default
-out/gpu-check.json) and prints a
-table. Sections:
+Runs on any machine with CUDA and PyTorch, in a few minutes, and needs no ROS and no package index
+(what needs rclpy or the ROS messages runs where they import and is reported as skipped otherwise).
+Writes one JSON (``--out``, default out/gpu-check.json) and prints a table. Sections:
 
 * ``env``          -- GPU, torch / CUDA / ONNX Runtime / TensorRT versions;
 * ``torch_model``  -- the shipped model through the torch backend at 640x480: fp32, fp16, fp16 +
-CUDA graph (p50/p95
-  ms per pair, stage times from CUDA events, disparity difference to ONNX Runtime on the CPU);
+  CUDA graph (p50/p95 ms per pair, stage times from CUDA events, disparity difference to ONNX
+  Runtime on the CPU);
 * ``gwc``          -- the one-pass device correlation volume against a float64 reference, and its
-time;
+  time;
 * ``pipeline``     -- the whole device pipeline of the TensorRT backend with its engines simulated
-by the model's
-  torch modules (test/trt_standin.py): own non-default stream, device selection, buffer sharing,
-  CUDA-graph
-  capture, same result with and without the graph;
+  by the model's torch modules (test/trt_standin.py): own non-default stream, device selection,
+  buffer sharing, CUDA-graph capture, same result with and without the graph;
 * ``pcie``         -- host<->device copies of one frame (torch profiler): only the image pair up,
-the disparity down;
+  the disparity down;
 * ``node_path``    -- the node's processing path (StereoPipeline) on the GPU and its host overhead
-(needs the ROS
-  message packages);
+  (needs the ROS message packages);
 * ``tensorrt``     -- real TensorRT engine builds and runs, when ``tensorrt`` is importable.
 
 Goals reported (H100-class GPU): shipped model at 640x480 <= 10 ms p50 with fp16 + CUDA graph;
-everything outside
-the network <= 10 % of the network's time; across PCIe only the image pair up and the outputs down.
-Without CUDA it says so and exits 0; ``--allow-cpu`` runs the same checks on the CPU at a small
-size (that is how
-the script itself is tested without a GPU).
+everything outside the network <= 10 % of the network's time; across PCIe only the image pair up
+and the outputs down. Without CUDA it says so and exits 0; ``--allow-cpu`` runs the same checks on
+the CPU at a small size (that is how the script itself is tested without a GPU).
 """
 
 from __future__ import annotations
@@ -67,8 +58,9 @@ def stats(values) -> dict:
 
 
 def run_timed(matcher, left, right, iters: int, warmup: int) -> tuple:
-    """Wall ms per match (upload + network + download, the host waits for the result), per-stage
-    p50 (events).
+    """Return wall ms per match and per-stage p50 (events).
+
+    Wall time covers upload + network + download (the host waits for the result).
     """
     for _ in range(warmup):
         out = matcher.match(left, right)
@@ -96,8 +88,9 @@ def disparity_diff(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 class Check:
-    """Collects sections; a section that raises is recorded with its traceback and the run goes
-    on.
+    """Collects sections.
+
+    A section that raises is recorded with its traceback and the run goes on.
     """
 
     def __init__(self) -> None:
@@ -126,7 +119,7 @@ class Skip(Exception):
     pass
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
 def env_section(device) -> dict:
@@ -267,9 +260,9 @@ def gwc_section(device) -> dict:
 
 
 def _view_factory(device):
-    """Raw device address -> torch tensor view (CUDA:
+    """Return a function: raw device address -> torch tensor view.
 
-    __cuda_array_interface__; CPU: the stand-in's reader).
+    CUDA: __cuda_array_interface__; CPU: the stand-in's reader.
     """
     import torch
     from trt_standin import _read
@@ -296,9 +289,9 @@ def _view_factory(device):
 
 
 def torch_engine_executor(model, device, seen: list):
-    """The stand-in engines' computation:
+    """Return the stand-in engines' computation.
 
-    the model's own stages, on the stream and device TensorRT was given.
+    The model's own stages, on the stream and device TensorRT was given.
     """
     import torch
 
@@ -523,7 +516,7 @@ def tensorrt_section(model_dir, device, size, iters, warmup) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 
 
 def print_table(res: dict) -> None:

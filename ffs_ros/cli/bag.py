@@ -121,13 +121,12 @@ def decode_compressed(msg):
 
 
 class Pairer:
-    """Left/right images paired by stamp (exact or within a tolerance), camera infos matched by
-    stamp.
+    """Pair left/right images and match their camera infos, by stamp.
 
+    Images are paired by stamp (exact or within a tolerance); camera infos are matched by stamp.
     Pairs are released in order once both camera infos of their stamp are known, or when the bag
-    has moved
-    INFO_WAIT_NS past them (then the latest info at or before the stamp is used, else the first
-    one after).
+    has moved INFO_WAIT_NS past them (then the latest info at or before the stamp is used, else the
+    first one after).
     """
 
     def __init__(self, tolerance_ns: int, window: int = 64) -> None:

@@ -76,9 +76,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def synthetic_pair(width: int, height: int, max_disparity: float, seed: int = 0):
-    """(left RGB, right RGB, description):
+    """Return (left RGB, right RGB, description) of a synthetic pair.
 
-    a generated scene, or a shifted random texture when the generator is unavailable.
+    The pair is a generated scene, or a shifted random texture when the generator is unavailable.
     """
     rng = np.random.default_rng(seed)
     try:
@@ -247,7 +247,8 @@ def format_table(res: dict) -> str:
             label = '  ' + name if name.startswith('match/') else name
             lines.append(f'{label:<22}{s["p50_ms"]:>10.2f}{s["p95_ms"]:>10.2f}')
     lines.append(
-        f'{"overhead (not match)":<22}{res["overhead_p50_ms"]:>10.2f}{res["overhead_p95_ms"]:>10.2f}'
+        f'{"overhead (not match)":<22}'
+        f'{res["overhead_p50_ms"]:>10.2f}{res["overhead_p95_ms"]:>10.2f}'
     )
     if 'overhead_cpu_p50_ms' in res:
         lines.append(f'{"  (CPU time)":<22}{res["overhead_cpu_p50_ms"]:>10.2f}')

@@ -182,9 +182,9 @@ class PlayResult:
 
 
 class Player:
-    """The demo's camera:
+    """The demo's camera.
 
-    publishes generated scenes (with their CameraInfo) at a fixed rate as a best-effort stream,
+    Publishes generated scenes (with their CameraInfo) at a fixed rate as a best-effort stream,
     optionally recording them to a bag, and remembers which scene each stamp showed (for the
     truth).
     """
@@ -224,9 +224,10 @@ class Player:
         return None if i is None else self.frames[i][2:]
 
     def connect(self, node, timeout: float = 10.0) -> None:
-        """Wait until both ends matched (the node skips pairs nobody subscribes to), then send the
-        camera infos
-        once ahead, so the first pair is not refused for want of them.
+        """Wait until both ends matched, then send the camera infos once ahead.
+
+        The node skips pairs nobody subscribes to, hence the wait; the camera infos go out once
+        ahead so the first pair is not refused for want of them.
         """
         deadline = time.monotonic() + timeout
         outs = (node.pub_disparity, node.pub_depth, node.pub_points)
@@ -241,8 +242,9 @@ class Player:
             time.sleep(0.01)
 
     def play(self, node, frames: int, rate: float, record=None) -> PlayResult:
-        """Publish `frames` pairs at `rate` Hz; RSS is sampled after a warm-up (first-use buffers
-        settle there).
+        """Publish `frames` pairs at `rate` Hz.
+
+        RSS is sampled after a warm-up (first-use buffers settle there).
         """
         recorder = BagRecorder(record) if record else None
         period = 1.0 / rate
@@ -360,8 +362,9 @@ def report(
 
 
 def run(args) -> int:
-    """Start stereo_node and the camera player in one process, play, wait for the last outputs,
-    report.
+    """Start stereo_node and the camera player in one process, play, wait for the outputs, report.
+
+    The wait is for the last outputs.
     """
     from ..node.transport import use_shm_profile
 

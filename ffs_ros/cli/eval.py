@@ -1,7 +1,7 @@
-"""`ffs-ros eval`:
+"""`ffs-ros eval`: EPE, bad-1, bad-2, D1 of a model beside OpenCV SGBM, with time per pair.
 
-EPE, bad-1, bad-2, D1 on Middlebury Motorcycle (bundled with scikit-image) and a fixed held-out
-synthetic set, for a model beside OpenCV SGBM in the same run, with time per pair.
+The metrics are computed on Middlebury Motorcycle (bundled with scikit-image) and a fixed held-out
+synthetic set, for a model beside OpenCV SGBM in the same run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ def add_arguments(parser):
         '--max-size',
         type=int,
         default=None,
-        help='downscale Motorcycle so its longer side is <= this (disparity scaled); default native 741',
+        help=(
+            'downscale Motorcycle so its longer side is <= this (disparity scaled); '
+            'default native 741'
+        ),
     )
     parser.add_argument('--synthetic-n', type=int, default=12, help='held-out synthetic pairs')
     parser.add_argument(

@@ -1,6 +1,6 @@
-"""`ffs-ros export`:
+"""`ffs-ros export`: a trained checkpoint -> the upstream two-stage ONNX contract.
 
-a trained checkpoint -> feature_runner.onnx, post_runner.onnx, onnx.yaml (upstream two-stage
+A trained checkpoint -> feature_runner.onnx, post_runner.onnx, onnx.yaml (upstream two-stage
 contract), optionally with symbolic H/W (--dynamic) and a single-graph model.onnx (--single).
 """
 

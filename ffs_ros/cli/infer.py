@@ -1,14 +1,10 @@
-"""`ffs-ros infer`:
+"""`ffs-ros infer`: disparity (and depth + point cloud) for one stereo pair from image files.
 
-disparity (and with a calibration depth + point cloud) for one stereo pair from image files.
-
-Writes DIR/disparity.npy (float32, input resolution, NaN invalid) and DIR/disparity.png
-(colour-mapped); with
---calib K.txt (upstream format: line 1 the 3x3 K row-major, line 2 the baseline in metres) or
---camera-info (ROS
-camera_calibration YAML: image_width/height, camera_matrix.data, projection_matrix.data) also
-DIR/depth.npy
-(metres, NaN invalid) and DIR/cloud.ply (binary little-endian, x y z float + red green blue uchar).
+Depth and point cloud need a calibration. Writes DIR/disparity.npy (float32, input resolution, NaN
+invalid) and DIR/disparity.png (colour-mapped); with --calib K.txt (upstream format: line 1 the 3x3
+K row-major, line 2 the baseline in metres) or --camera-info (ROS camera_calibration YAML:
+image_width/height, camera_matrix.data, projection_matrix.data) also DIR/depth.npy (metres, NaN
+invalid) and DIR/cloud.ply (binary little-endian, x y z float + red green blue uchar).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""`ffs-ros train`:
+"""`ffs-ros train`: train our own FFS-family model on generated scenes.
 
-train our own FFS-family model on generated scenes (see ffs_ros/model/train.py).
+See ffs_ros/model/train.py.
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
-"""The model contract:
+"""The model contract: what an FFS-family model file is and how its graphs fit together.
 
-what a Fast-FoundationStereo-family model file is and how its graphs fit together.
-
-Below both ``ffs_ros.model`` (which produces models in this contract) and ``ffs_ros.inference``
-(which runs them);
-imports nothing from either. See ../shared/docs/ffs-model-contracts.md for the upstream facts (in
-our words).
+FFS stands for Fast-FoundationStereo. The contract sits below both ``ffs_ros.model`` (which
+produces models in this contract) and ``ffs_ros.inference`` (which runs them); it imports nothing
+from either. See ../shared/docs/ffs-model-contracts.md for the upstream facts (in our words).
 
 * :mod:`.files` -- tensor names, reading ONNX graphs and ``onnx.yaml``, recognising which contract
-a model follows
-  (:func:`detect_model` -> :class:`ModelSource`).
+  a model follows (:func:`detect_model` -> :class:`ModelSource`).
 * :mod:`.gwc` -- the group-wise correlation volume built between the two graphs (torch for
-training, numpy/BLAS
-  for CPUs, one batched torch pass into a preallocated buffer for devices).
+  training, numpy/BLAS for CPUs, one batched torch pass into a preallocated buffer for devices).
 * :mod:`.wiring` -- the feature -> volume -> post wiring and tensor shapes at one network size.
 """
 

@@ -63,8 +63,9 @@ EXPECTED_LAYOUTS = (
 
 
 class ModelContractError(ValueError):
-    """A model file does not fit the contract it claims (message names the file, the problem and
-    the fix).
+    """A model file does not fit the contract it claims.
+
+    The message names the file, the problem and the fix.
     """
 
 
@@ -112,9 +113,9 @@ class GraphInfo:
 
 @dataclass
 class ModelConfig:
-    """Values the graphs cannot tell:
+    """Values the graphs cannot tell.
 
-    from onnx.yaml, or checked against the graph where both say something.
+    They come from onnx.yaml, or are checked against the graph where both say something.
     """
 
     max_disp: int | None = None
@@ -179,8 +180,9 @@ class ModelSource:
 
     @property
     def network_size(self) -> tuple[int, int] | None:
-        """(H, W) the graphs are fixed to, or None when the spatial axes are symbolic (any
-        multiple of 32).
+        """(H, W) the graphs are fixed to, or None when the spatial axes are symbolic.
+
+        Symbolic spatial axes take any multiple of 32.
         """
         g = self.feature if self.kind == 'two_stage' else self.single
         if g is None:
@@ -202,9 +204,9 @@ class ModelSource:
 
     @property
     def num_disparities(self) -> int:
-        """D = max_disp // 4 of the correlation volume:
+        """D = max_disp // 4 of the correlation volume.
 
-        from the post graph when fixed there, else the config.
+        Taken from the post graph when fixed there, else from the config.
         """
         if self.post is not None:
             d = self.post.input(GWC_INPUT).shape[2]
@@ -238,7 +240,7 @@ class ModelSource:
         return f'torch checkpoint {self.checkpoint}'
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # graph introspection
 
 
@@ -312,8 +314,9 @@ def read_config(path: Path | None) -> ModelConfig:
 
 
 def _load_yaml(text: str):
-    """safe_load that tolerates the python/* tags some training-arg dumps carry (read as plain
-    lists/maps/str).
+    """Return yaml.safe_load of a text that may carry python/* tags.
+
+    Tolerates the python/* tags some training-arg dumps carry (read as plain lists/maps/str).
     """
     import yaml
 
@@ -346,7 +349,7 @@ def _as_bool(v, path) -> bool:
     raise ModelContractError(f'{path}: normalize must be true or false, got {v!r}')
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # contract checks
 
 
@@ -466,8 +469,9 @@ def check_two_stage(feature: GraphInfo, post: GraphInfo, config: ModelConfig) ->
 
 
 def check_single(graph: GraphInfo) -> None:
-    """Raise ModelContractError unless `graph` fits contract 2 (left_image/right_image ->
-    disparity).
+    """Raise ModelContractError unless `graph` fits contract 2.
+
+    Contract 2: left_image/right_image -> disparity.
     """
     for n in SINGLE_INPUTS:
         _check_image_input(graph, n, 'a single-engine model')
@@ -484,7 +488,7 @@ def check_single(graph: GraphInfo) -> None:
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # detection
 
 
@@ -555,9 +559,9 @@ def _single(path: Path, named: Path) -> ModelSource:
 
 
 def _plugin(path: Path, named: Path, graph: GraphInfo) -> ModelSource:
-    """The plugin single-engine export:
+    """Describe the plugin single-engine export.
 
-    inputs left/right (0..255 RGB) -> disp, volume by the FFSGWCVolume op.
+    Inputs left/right (0..255 RGB) -> disp, volume by the FFSGWCVolume op.
     """
     for n in FEATURE_INPUTS:
         _check_image_input(graph, n, f'the {PLUGIN_OP} plugin export')
@@ -575,8 +579,9 @@ def _plugin(path: Path, named: Path, graph: GraphInfo) -> ModelSource:
 
 
 def detect_model(path) -> ModelSource:
-    """Recognise the model at `path` (directory, .onnx, .pt/.pth, or an engine next to its
-    ONNX).
+    """Recognise the model at `path`.
+
+    `path` is a directory, an .onnx, a .pt/.pth, or an engine next to its ONNX.
     """
     if path is None:
         raise ModelContractError('no model given')

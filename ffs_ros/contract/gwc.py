@@ -46,7 +46,10 @@ def gwc_volume_torch(left, right, num_groups: int, max_disp: int, normalize: boo
 
 
 def _pool(workers: int):
-    """A process-wide thread pool for the CPU volume (numpy releases the GIL inside its loops)."""
+    """Return a process-wide thread pool for the CPU volume.
+
+    numpy releases the GIL inside its loops.
+    """
     global _POOL
     if _POOL is None or _POOL._max_workers != workers:
         _POOL = ThreadPoolExecutor(workers, thread_name_prefix='ffs-gwc')
@@ -63,23 +66,20 @@ def gwc_volume_numpy(
     threads: int | None = None,
     block: int = 32,
 ) -> np.ndarray:
-    """left, right:
+    """Compute the GWC volume of float arrays `left`, `right` with numpy/BLAS.
 
-    float arrays [B, C, H, W] -> volume [B, G, D, H, W] (float32, or out's dtype, e.g. float16).
+    left, right: float arrays [B, C, H, W] -> volume [B, G, D, H, W] (float32, or out's dtype, e.g.
+    float16).
 
     Same formula as the contract, computed as small matrix products: for each image row of each
-    group and each
-    block of `block` left columns x, the products of those columns with the right columns x-D+1 ..
-    x+block-1 form
-    a [block, block+D-1] matrix (one BLAS call for all rows) whose diagonals are the volume
-    entries for d = 0..D-1;
-    the norm products are divided in before the diagonals are read out (a strided view, no copy)
-    and written once
-    into `out` (the fp16 cast happens during that write). The right features are zero-padded by
-    D-1 columns on the
-    left, which yields the contract's 0 for w < d (0 / (0 + eps)). Sums accumulate in float32.
-    Rows are split over
-    `threads` worker threads (default: min(cores, B*G)); numpy releases the GIL in matmul.
+    group and each block of `block` left columns x, the products of those columns with the right
+    columns x-D+1 .. x+block-1 form a [block, block+D-1] matrix (one BLAS call for all rows) whose
+    diagonals are the volume entries for d = 0..D-1; the norm products are divided in before the
+    diagonals are read out (a strided view, no copy) and written once into `out` (the fp16 cast
+    happens during that write). The right features are zero-padded by D-1 columns on the left,
+    which yields the contract's 0 for w < d (0 / (0 + eps)). Sums accumulate in float32. Rows are
+    split over `threads` worker threads (default: min(cores, B*G)); numpy releases the GIL in
+    matmul.
     """
     b, c, h, w = left.shape
     if c % num_groups:
@@ -213,8 +213,9 @@ def gwc_volume_into(
 
 
 def _write_rows(out_rows, vol_rows, r0: int, r1: int, g: int, h: int) -> None:
-    """Copy [n, D, W] rows r0..r1 (row = (b*G + g)*H + y) into out_rows [B*G, D, H, W] (casting to
-    its dtype).
+    """Copy [n, D, W] rows r0..r1 into out_rows [B*G, D, H, W] (casting to its dtype).
+
+    Row index: row = (b*G + g)*H + y.
     """
     while r0 < r1:
         bg, y0 = divmod(r0, h)
@@ -228,10 +229,10 @@ def _write_rows(out_rows, vol_rows, r0: int, r1: int, g: int, h: int) -> None:
 def gwc_volume_tensor(
     left, right, num_groups: int, max_disp: int, normalize: bool = True, out=None
 ):
-    """Torch tensors in, torch tensor out, on the features' device (inference only):
+    """Compute the GWC volume of torch tensors, on the features' device (inference only).
 
-    the BLAS numpy path for CPU tensors (several times faster than torch there),
-    :func:`gwc_volume_into` on GPUs. `out` as there.
+    Torch tensors in, torch tensor out: the BLAS numpy path for CPU tensors (several times faster
+    than torch there), :func:`gwc_volume_into` on GPUs. `out` as there.
     """
     if left.device.type != 'cpu':
         return gwc_volume_into(left, right, num_groups, max_disp, normalize, out=out)

@@ -50,8 +50,9 @@ def check_net_size(net_hw) -> tuple[int, int]:
 
 
 def stage_plan(src: ModelSource, net_hw: tuple[int, int]) -> StagePlan:
-    """Plan the feature -> volume -> post wiring of the two-stage model `src` at network size
-    `net_hw`.
+    """Plan the feature -> volume -> post wiring of the two-stage model `src`.
+
+    The plan is for network size `net_hw`.
     """
     h, w = check_net_size(net_hw)
     post_feeds = {t.name: t.dtype for t in src.post.inputs if t.name != GWC_INPUT}
@@ -124,8 +125,9 @@ def _probe_shapes(feature_path: str, net_hw: tuple[int, int]) -> tuple:
 
 
 def graph_input_shapes(source: ModelSource, role: str, net_hw) -> dict:
-    """Input name -> concrete shape of graph `role` ('feature', 'post' or 'single') at network
-    size `net_hw`.
+    """Return input name -> concrete shape of graph `role` at network size `net_hw`.
+
+    `role` is 'feature', 'post' or 'single'.
     """
     h, w = check_net_size(net_hw)
     if role in ('feature', 'single'):

@@ -27,8 +27,9 @@ class NoModelInstalled(ValueError):
 
 
 def resolve_model_path(model) -> Path:
-    """`model` as a Path; None -> the shipped default model, with a clear error while none is
-    shipped.
+    """Return `model` as a Path; None -> the shipped default model.
+
+    A clear error is raised while no default model is shipped.
     """
     if model is not None and str(model) != '':
         return Path(model).expanduser()
@@ -46,7 +47,7 @@ def resolve_model_path(model) -> Path:
 
 
 def choose_backend(source, cuda_torch: bool | None = None, trt_ok: bool | None = None) -> str:
-    """'auto' policy:
+    """Choose the backend by the 'auto' policy.
 
     tensorrt if importable with CUDA (ONNX models), else torch/CUDA for our own checkpoint, else
     onnxruntime (ONNX), else torch on CPU (checkpoint only).

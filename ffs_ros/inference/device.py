@@ -1,18 +1,16 @@
-"""Where a network matcher's device work runs:
+"""Where a network matcher's device work runs: one torch device, one non-default stream.
 
-one torch device, one non-default stream, timing by events.
+Timing is by events.
 
 Every build, load and run of a device-resident network goes through :meth:`Device.scope`, which
-makes the matcher's
-GPU the current CUDA device (TensorRT binds engines and contexts to the device current when they
-are created) and
-its own stream the current torch stream (TensorRT adds device-wide synchronisations on stream 0,
-and stream 0
-cannot be graph-captured). On a CPU the scope only records which device is active (tests check it).
+makes the matcher's GPU the current CUDA device (TensorRT binds engines and contexts to the device
+current when they are created) and its own stream the current torch stream (TensorRT adds
+device-wide synchronisations on stream 0, and stream 0 cannot be graph-captured). On a CPU the
+scope only records which device is active (tests check it).
 
 Stage times come from a :class:`StageClock`: CUDA events recorded on the stream and read once,
-after the result
-has been downloaded (no synchronisation per stage), or ``perf_counter`` on the host.
+after the result has been downloaded (no synchronisation per stage), or ``perf_counter`` on the
+host.
 """
 
 from __future__ import annotations
@@ -25,8 +23,9 @@ _ACTIVE = threading.local()
 
 
 def resolve_torch_device(device):
-    """'cuda', 'cuda:1', 'cpu' or None (CUDA if available) -> torch.device, with a clear error if
-    CUDA is absent.
+    """Return the torch.device for 'cuda', 'cuda:1', 'cpu' or None (CUDA if available).
+
+    A clear error is raised if CUDA is absent.
     """
     import torch
 
@@ -59,7 +58,7 @@ def resolve_torch_device(device):
 
 
 def active_device():
-    """The Device whose scope the calling thread is in (None outside any scope)."""
+    """Return the Device whose scope the calling thread is in (None outside any scope)."""
     return getattr(_ACTIVE, 'device', None)
 
 
@@ -87,15 +86,17 @@ class Device:
 
     @property
     def stream_handle(self) -> int:
-        """cudaStream_t of the matcher's stream as an int (what TensorRT's execute_async_v3
-        takes); 0 on CPU.
+        """cudaStream_t of the matcher's stream as an int; 0 on CPU.
+
+        It is what TensorRT's execute_async_v3 takes.
         """
         return int(self.stream.cuda_stream) if self.stream is not None else 0
 
     @contextlib.contextmanager
     def scope(self):
-        """Make this device current and its stream the current stream for the block
-        (re-entrant).
+        """Make this device current and its stream the current stream for the block.
+
+        Re-entrant.
         """
         previous = active_device()
         _ACTIVE.device = self
@@ -118,7 +119,7 @@ class Device:
 
 
 class StageClock:
-    """Splits a frame into named stages:
+    """Splits a frame into named stages.
 
     ``mark(stage)`` ends the current stage; ``read()`` -> {stage: ms}.
     """
@@ -145,9 +146,10 @@ class HostClock(StageClock):
 
 
 class EventClock(StageClock):
-    """CUDA events recorded on the stream; read only after the stream has been synchronised
-    (elapsed_time on an
-    unfinished event raises), so timing adds no synchronisation.
+    """CUDA events recorded on the stream; read only after the stream has been synchronised.
+
+    Reading earlier fails (elapsed_time on an unfinished event raises); timing adds no
+    synchronisation of its own.
     """
 
     def __init__(self, torch, stream) -> None:

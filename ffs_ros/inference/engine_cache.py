@@ -89,17 +89,17 @@ def cached_engine_path(onnx_path, key: EngineKey, directory=None) -> Path:
 
 
 def needs_build(engine_path, force: bool = False) -> bool:
-    """True when the cached engine is missing or empty, or a rebuild is forced."""
+    """Return True when the cached engine is missing or empty, or a rebuild is forced."""
     p = Path(engine_path)
     return force or not p.is_file() or p.stat().st_size == 0
 
 
 def install_engine(built, engine_path, key: EngineKey) -> Path:
-    """Atomically move a freshly built engine file (a name unique to its builder) into place, plus
-    a JSON sidecar
-    describing the key (for humans and tooling). Two processes building the same key both succeed;
-    the last
-    rename wins, and both files are the same engine.
+    """Atomically move a freshly built engine file into place, plus a JSON sidecar.
+
+    The engine file has a name unique to its builder; the sidecar describes the key (for humans and
+    tooling). Two processes building the same key both succeed; the last rename wins, and both
+    files are the same engine.
     """
     p = Path(engine_path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def install_engine(built, engine_path, key: EngineKey) -> Path:
 
 
 def timing_cache_path(directory, trt_version: str, gpu_name: str, compute_capability) -> Path:
-    """The TensorRT timing cache for one TensorRT version and GPU, beside the engines."""
+    """Return the TensorRT timing cache for one TensorRT version and GPU, beside the engines."""
     tag = hashlib.sha256(
         f'{trt_version}|{gpu_name}|{tuple(compute_capability)}'.encode()
     ).hexdigest()[:16]

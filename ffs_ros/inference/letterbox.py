@@ -59,8 +59,9 @@ def round_up(x: int, multiple: int) -> int:
 def plan_resize(
     in_hw, net_hw=None, mode: str = 'letterbox', multiple: int = 32, allow_upscale: bool = False
 ) -> ResizePlan:
-    """Plan for an image of size `in_hw` (H, W) on a network of size `net_hw` (None = dynamic, any
-    multiple).
+    """Plan for an image of size `in_hw` (H, W) on a network of size `net_hw`.
+
+    `net_hw` None = dynamic, any multiple.
     """
     if mode not in RESIZE_MODES:
         raise ValueError(f'resize_mode must be one of {", ".join(RESIZE_MODES)}, got {mode!r}')
@@ -87,8 +88,9 @@ def _cached_plan(in_hw, net_hw, mode, allow_upscale) -> ResizePlan:
 
 
 def plan_for_input(in_hw, net_hw, mode: str, allow_upscale: bool = False) -> ResizePlan:
-    """plan_resize, memoised for the per-frame path (plans are immutable; a camera keeps one
-    size).
+    """Return plan_resize, memoised for the per-frame path.
+
+    Plans are immutable; a camera keeps one size.
     """
     net = None if net_hw is None else (int(net_hw[0]), int(net_hw[1]))
     return _cached_plan((int(in_hw[0]), int(in_hw[1])), net, mode, bool(allow_upscale))
@@ -112,8 +114,9 @@ def to_network(image: np.ndarray, plan: ResizePlan) -> np.ndarray:
 
 
 def from_network(disp: np.ndarray, plan: ResizePlan) -> np.ndarray:
-    """net_h x net_w disparity -> in_h x in_w disparity in input pixels (crop, resize, divide by
-    scale_x).
+    """Map a net_h x net_w disparity to an in_h x in_w disparity in input pixels.
+
+    Crop, resize, divide by scale_x.
     """
     import cv2
 
@@ -130,8 +133,9 @@ def from_network(disp: np.ndarray, plan: ResizePlan) -> np.ndarray:
 
 
 def to_network_torch(image, plan: ResizePlan):
-    """[B,C,H,W] float tensor -> [B,C,net_h,net_w] (bilinear resize, replicate padding
-    right/bottom).
+    """Map a [B,C,H,W] float tensor to [B,C,net_h,net_w].
+
+    Bilinear resize, replicate padding right/bottom.
     """
     import torch.nn.functional as F
 
@@ -161,9 +165,9 @@ def from_network_torch(disp, plan: ResizePlan):
 
 
 def invalidate(disp: np.ndarray, remove_invisible: bool = True) -> np.ndarray:
-    """Set NaN where the disparity cannot be a match:
+    """Set NaN where the disparity cannot be a match.
 
-    non-finite, <= 0, or (remove_invisible) x - d < 0.
+    That is: non-finite, <= 0, or (remove_invisible) x - d < 0.
     """
     bad = ~np.isfinite(disp) | (disp <= 0)
     if remove_invisible:

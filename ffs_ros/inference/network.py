@@ -158,8 +158,7 @@ class NetworkMatcher(StereoMatcher):
             )
             self._std = torch.tensor(IMAGENET_STD_255, device=self.device.device).view(1, 3, 1, 1)
 
-    # -- reporting
-    # ------------------------------------------------------------------------------------------------
+    # -- reporting --------------------------------------------------------------------------------
     def plan_for(self, in_hw) -> ResizePlan:
         return plan_for_input(in_hw, self.net_size, self.resize_mode, self.allow_upscale)
 
@@ -207,15 +206,15 @@ class NetworkMatcher(StereoMatcher):
             extra=extra,
         )
 
-    # -- entry points
-    # ---------------------------------------------------------------------------------------------
+    # -- entry points -----------------------------------------------------------------------------
     @property
     def prepares(self) -> bool:
         return self.graphs.on_device
 
     def prepare(self, in_hw) -> None:
-        """Build/allocate everything the network needs for inputs of size `in_hw` (engines are
-        built here).
+        """Build/allocate everything the network needs for inputs of size `in_hw`.
+
+        Engines are built here.
         """
         plan = self.plan_for(in_hw)
         if not self.graphs.on_device:
@@ -243,8 +242,7 @@ class NetworkMatcher(StereoMatcher):
         self._captured.clear()
         self._sized.clear()
 
-    # -- host runner
-    # ----------------------------------------------------------------------------------------------
+    # -- host runner ------------------------------------------------------------------------------
     def _match_host(self, left, right, plan: ResizePlan):
         clock = HostClock()
         l_in, r_in = to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))
@@ -289,8 +287,7 @@ class NetworkMatcher(StereoMatcher):
         clock.mark('post')
         return disp[0, 0]
 
-    # -- device runner
-    # --------------------------------------------------------------------------------------------
+    # -- device runner ----------------------------------------------------------------------------
     def _match_device(self, left, right, plan: ResizePlan):
         dev = self.device
         with self.torch_inference(), dev.scope():
@@ -384,8 +381,9 @@ class NetworkMatcher(StereoMatcher):
         return self._stages(x[0:1], x[1:2], net_hw, clock)
 
     def _capture(self, x, net_hw):
-        """Capture the network stages at `net_hw` into a CUDA graph on our stream; None (logged
-        once) on failure.
+        """Capture the network stages at `net_hw` into a CUDA graph on our stream.
+
+        Returns None (logged once) on failure.
         """
         import torch
 
@@ -419,8 +417,9 @@ class NetworkMatcher(StereoMatcher):
             return None
 
     def _buffers(self, net_hw) -> '_DeviceBuffers':
-        """Prepare every graph for `net_hw` once (engine builds, buffer binding) and plan the
-        volume buffer.
+        """Prepare every graph for `net_hw` once and plan the volume buffer.
+
+        Preparing covers engine builds and buffer binding.
         """
         bufs = self._sized.get(net_hw)
         if bufs is not None:
@@ -447,8 +446,9 @@ class NetworkMatcher(StereoMatcher):
         return bufs
 
     def _stages(self, left, right, net_hw, clock):
-        """[1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor (on the
-        current stream).
+        """Run [1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor.
+
+        Runs on the current stream.
         """
         import torch
 

@@ -47,14 +47,14 @@ def ort_engine_cache_dir() -> Path:
 
 
 def choose_providers(device, available, fp16: bool = True, stream_handle: int = 0) -> list:
-    """Execution providers for `device` ('cpu', 'cuda', 'cuda:N' or None = best available).
+    """Return the execution providers for `device`.
+
+    `device`: 'cpu', 'cuda', 'cuda:N' or None = best available.
 
     With onnxruntime-gpu: TensorRT EP first when present (fp16, engine and timing caches under the
-    ffs_ros engine
-    cache, which is created here: the EP creates only one directory level and fails otherwise),
-    then the CUDA EP,
-    then CPU for any leftover node. A non-zero `stream_handle` becomes both EPs'
-    ``user_compute_stream``.
+    ffs_ros engine cache, which is created here: the EP creates only one directory level and fails
+    otherwise), then the CUDA EP, then CPU for any leftover node. A non-zero `stream_handle`
+    becomes both EPs' ``user_compute_stream``.
     """
     available = list(available)
     dev = (device or 'auto').lower()
@@ -93,7 +93,7 @@ def choose_providers(device, available, fp16: bool = True, stream_handle: int = 
 
 
 def make_session(path, providers, threads: int | None = None, spinning: bool = False):
-    """An ORT session; intra-op threads = cores by default.
+    """Return an ORT session; intra-op threads = cores by default.
 
     Thread spinning is off by default: on a robot the CPU is shared with the ROS graph, and
     spinning workers then cost more than they save (measured on the 2-core dev CPU: feature stage
@@ -129,8 +129,9 @@ def _np_dtype(tensor) -> np.dtype:
 
 
 class OrtBoundGraph:
-    """One ONNX graph run through I/O binding onto torch tensors on the matcher's device (memory
-    stays there).
+    """One ONNX graph run through I/O binding onto torch tensors on the matcher's device.
+
+    Memory stays on that device.
     """
 
     def __init__(self, session, device: Device, output_shapes) -> None:
@@ -206,8 +207,9 @@ def _torch_cuda() -> bool:
 def ort_graphs(
     source: ModelSource, device=None, threads=None, gwc_threads=None, io_binding=None
 ) -> Graphs:
-    """The graphs of `source` on ONNX Runtime (`device` None = GPU when onnxruntime-gpu offers
-    one, else CPU).
+    """Return the graphs of `source` on ONNX Runtime.
+
+    `device` None = GPU when onnxruntime-gpu offers one, else CPU.
     """
     ort = import_ort()
     if source.kind not in ('two_stage', 'single'):

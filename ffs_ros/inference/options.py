@@ -1,11 +1,11 @@
-"""Every option a matcher backend takes, in ONE table:
+"""Every option a matcher backend takes, in ONE table.
 
 `load_matcher` checks options against it and the node derives its matcher parameters from it
 (``ffs_ros.node.params``), so the two cannot drift.
 
 An option whose ``param`` is set is also a stereo_node parameter of that name; its ``default`` is
-the parameter's
-default and means "the backend's own default" (the option is then not passed to the backend).
+the parameter's default and means "the backend's own default" (the option is then not passed to the
+backend).
 """
 
 from __future__ import annotations
@@ -145,8 +145,9 @@ def options_for(backend: str) -> tuple[str, ...]:
 
 
 def check_options(backend: str, options: dict) -> dict:
-    """Drop options left at their "backend default" value; raise ValueError for names `backend`
-    does not take.
+    """Drop options left at their "backend default" value.
+
+    Raises ValueError for names `backend` does not take.
     """
     allowed = options_for(backend)
     unknown = sorted(k for k in options if k not in OPTION_BY_NAME)

@@ -56,8 +56,9 @@ class EngineBuildError(RuntimeError):
 
 
 def import_tensorrt():
-    """Import tensorrt and check for a CUDA device; raise TensorRTUnavailable naming the
-    alternatives otherwise.
+    """Import tensorrt and check for a CUDA device.
+
+    Raises TensorRTUnavailable naming the alternatives otherwise.
     """
     try:
         import tensorrt as trt  # noqa: F401
@@ -93,7 +94,7 @@ def trt_major(trt) -> int:
 
 
 def strongly_typed_only(trt) -> bool:
-    """True on TensorRT 11+ (weak typing and BuilderFlag.FP16 removed)."""
+    """Return True on TensorRT 11+ (weak typing and BuilderFlag.FP16 removed)."""
     return trt_major(trt) >= 11 or not hasattr(trt.BuilderFlag, 'FP16')
 
 
@@ -106,7 +107,10 @@ def _state(trt) -> dict:
 
 
 def trt_logger(trt):
-    """The process's one TensorRT logger: messages go to the 'ffs_ros.tensorrt' Python logger."""
+    """Return the process's one TensorRT logger.
+
+    Its messages go to the 'ffs_ros.tensorrt' Python logger.
+    """
     st = _state(trt)
     with _STATE_LOCK:
         if st['logger'] is None:
@@ -139,9 +143,10 @@ def trt_logger(trt):
 
 
 def init_tensorrt(trt, plugin_library=None) -> None:
-    """Load `plugin_library` (a path or list of paths; each once per process), then register
-    TensorRT's standard
-    plugins (once). Call before any parse or deserialise.
+    """Load `plugin_library`, then register TensorRT's standard plugins (once).
+
+    `plugin_library` is a path or list of paths; each is loaded once per process. Call before any
+    parse or deserialise.
     """
     st = _state(trt)
     libs = (
@@ -180,7 +185,7 @@ def init_tensorrt(trt, plugin_library=None) -> None:
 
 
 def trt_runtime(trt):
-    """The process's one ``trt.Runtime`` (with the one logger)."""
+    """Return the process's one ``trt.Runtime`` (with the one logger)."""
     st = _state(trt)
     with _STATE_LOCK:
         if st['runtime'] is None:
@@ -189,21 +194,22 @@ def trt_runtime(trt):
 
 
 def plugin_registered(trt, name: str, version: str = '1', namespace: str = '') -> bool:
-    """Whether a plugin creator is registered (``IPluginRegistry.get_creator``:
+    """Return whether a plugin creator is registered.
 
-    TensorRT 10 and 11).
+    Uses ``IPluginRegistry.get_creator`` (TensorRT 10 and 11).
     """
     return trt.get_plugin_registry().get_creator(name, version, namespace) is not None
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # fp16 on strongly typed TensorRT
 
 
 def fp16_onnx(onnx_path, cache=None) -> Path:
-    """An fp16 copy of `onnx_path` (weights and activations fp16, inputs/outputs as they were),
-    converted once with
-    onnxconverter-common and cached under the source's hash.
+    """Return an fp16 copy of `onnx_path`, converted once and cached under the source's hash.
+
+    Weights and activations are fp16, inputs/outputs as they were; the conversion is done with
+    onnxconverter-common.
     """
     onnx_path = Path(onnx_path)
     try:
@@ -241,14 +247,14 @@ def fp16_onnx(onnx_path, cache=None) -> Path:
     return out
 
 
-# ------------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
 # building
 
 
 def network_flags(trt) -> int:
-    """Creation flags for the network:
+    """Creation flags for the network.
 
-    strongly typed on TensorRT 11+ (always, by enum name), none on 10.x (explicit batch is implied
+    Strongly typed on TensorRT 11+ (always, by enum name), none on 10.x (explicit batch is implied
     since 10.0; EXPLICIT_BATCH is gone in 11).
     """
     if strongly_typed_only(trt):
@@ -267,11 +273,10 @@ def build_engine(
     timing_cache=None,
     cache=None,
 ) -> Path:
-    """Parse `onnx_path`, build a serialized engine for exactly `input_shapes`, write it to
-    `out_path`.
+    """Parse `onnx_path`, build an engine for exactly `input_shapes`, write it to `out_path`.
 
-    Raises EngineBuildError with the reason (parser errors, TensorRT's last error lines, the
-    version) on failure.
+    The engine is serialized. Raises EngineBuildError with the reason (parser errors, TensorRT's
+    last error lines, the version) on failure.
     """
     trt = trt or import_tensorrt()
     if precision not in engine_cache.PRECISIONS:
@@ -453,10 +458,10 @@ def build_engines_for(
 
 
 def tensorrt_for(source, plugin_library=None, trt=None):
-    """TensorRT ready for `source`:
+    """Get TensorRT ready for `source`; return the tensorrt module.
 
-    imported, plugin libraries and standard plugins registered, the model an ONNX export (and, for
-    the plugin export, its plugin registered). Returns the tensorrt module.
+    Ready means: imported, plugin libraries and standard plugins registered, the model an ONNX
+    export (and, for the plugin export, its plugin registered).
     """
     trt = trt or import_tensorrt()
     if source.kind not in ('two_stage', 'single', 'plugin'):
@@ -470,10 +475,7 @@ def tensorrt_for(source, plugin_library=None, trt=None):
 
 
 def check_plugin(trt, source, plugin_library) -> None:
-    """For the plugin export:
-
-    its FFSGWCVolume creator must be registered (from `plugin_library`).
-    """
+    """Check the plugin export's FFSGWCVolume creator is registered (from `plugin_library`)."""
     from ..contract import PLUGIN_OP
 
     if source.kind == 'plugin' and not plugin_registered(trt, PLUGIN_OP):

@@ -1,22 +1,17 @@
-"""TensorRT:
+"""TensorRT: how an engine runs inside :class:`~.network.NetworkMatcher`.
 
-how an engine runs inside :class:`~.network.NetworkMatcher` (building is :mod:`.tensorrt_build`).
+Building is :mod:`.tensorrt_build`.
 
-Per graph role and network size: an engine (prebuilt beside the ONNX, else from the cache, built
-on first use),
-one execution context, I/O tensors allocated once as contiguous torch tensors on the matcher's
-device and bound by
-name; the post engine adopts the feature engine's output tensors as inputs where name, dtype and
-shape agree (no
-copy). Every call whose failure TensorRT reports only through a return value is checked:
-``deserialize_cuda_engine``
-and ``create_execution_context`` (None), ``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3`` (False).
-Tensor formats must be linear (prebuilt engines may use vectorised layouts our buffers cannot
-feed). The contexts
+Per graph role and network size: an engine (prebuilt beside the ONNX, else from the cache, built on
+first use), one execution context, I/O tensors allocated once as contiguous torch tensors on the
+matcher's device and bound by name; the post engine adopts the feature engine's output tensors as
+inputs where name, dtype and shape agree (no copy). Every call whose failure TensorRT reports only
+through a return value is checked: ``deserialize_cuda_engine`` and ``create_execution_context``
+(None), ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3`` (False). Tensor formats
+must be linear (prebuilt engines may use vectorised layouts our buffers cannot feed). The contexts
 share one activation-memory block (``USER_MANAGED``; they run strictly one after the other on the
-matcher's stream),
-which matters on an 8 GB Orin. Enqueues go to the matcher's own stream, never to stream 0.
+matcher's stream), which matters on an 8 GB Orin. Enqueues go to the matcher's own stream, never to
+stream 0.
 """
 
 from __future__ import annotations
@@ -54,8 +49,9 @@ _WARNED: set = set()
 
 
 class EngineLoadError(RuntimeError):
-    """An engine file cannot be used by this TensorRT/GPU (message names the file, the version and
-    the fix).
+    """An engine file cannot be used by this TensorRT/GPU.
+
+    The message names the file, the version and the fix.
     """
 
 
@@ -121,16 +117,13 @@ def dtype_name(trt_dtype) -> str:
 
 
 class SharedActivationMemory:
-    """One device block for the activations of every context of a matcher (they never run
-    concurrently).
+    """One device block for the activations of every context of a matcher.
 
-    Contexts register their need when their shapes are set (:meth:`request`); the block is
-    allocated at the first
-    run (:meth:`ensure`), at the largest need, and given to every context, so the feature and post
-    engines of a
-    size share max(need) instead of needing the sum. A later, larger need (another network size)
-    gets a new block
-    for every context; earlier blocks are kept, since a CUDA graph captured before keeps their
+    The contexts never run concurrently. Contexts register their need when their shapes are set
+    (:meth:`request`); the block is allocated at the first run (:meth:`ensure`), at the largest
+    need, and given to every context, so the feature and post engines of a size share max(need)
+    instead of needing the sum. A later, larger need (another network size) gets a new block for
+    every context; earlier blocks are kept, since a CUDA graph captured before keeps their
     addresses.
     """
 
@@ -161,8 +154,9 @@ class SharedActivationMemory:
 
 
 class EngineRunner:
-    """One deserialized engine + execution context with tensors bound to caller-owned torch
-    buffers.
+    """One deserialized engine + execution context.
+
+    Its tensors are bound to caller-owned torch buffers.
     """
 
     def __init__(self, engine_path, trt, memory: SharedActivationMemory | None = None) -> None:
@@ -294,8 +288,9 @@ class EngineRunner:
 
 
 class TrtGraph:
-    """One graph role of a model as TensorRT engines (one per network size) on the matcher's
-    device.
+    """One graph role of a model as TensorRT engines on the matcher's device.
+
+    One engine per network size.
     """
 
     def __init__(
@@ -400,8 +395,9 @@ def tensorrt_graphs(
     trt=None,
     stream=None,
 ) -> Graphs:
-    """The graphs of `source` as TensorRT engines (built/cached on first use per network size, or
-    in prepare()).
+    """Return the graphs of `source` as TensorRT engines.
+
+    The engines are built/cached on first use per network size, or in prepare().
     """
     trt = tensorrt_for(source, plugin_library, trt)
     dev = Device(device or 'cuda', stream=stream)

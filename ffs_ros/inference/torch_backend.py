@@ -22,8 +22,9 @@ from .network import Graphs
 
 
 def load_own_model(checkpoint, device):
-    """Load our checkpoint through the model package's API, with a clear error when that is
-    unavailable.
+    """Load our checkpoint through the model package's API.
+
+    Raises a clear error when that API is unavailable.
     """
     try:
         from ffs_ros.model import load_model
@@ -38,8 +39,9 @@ def load_own_model(checkpoint, device):
 
 
 class _Stage:
-    """One of the model's two stages as a device graph (takes any tensor; no buffers of its
-    own).
+    """One of the model's two stages as a device graph.
+
+    It takes any tensor and has no buffers of its own.
     """
 
     def __init__(self, fn, fp16: bool, device: Device) -> None:

@@ -38,22 +38,23 @@ __all__ = [
 
 
 def build_model(config=None):
-    """A fresh (untrained) FFSSmall with config overrides."""
+    """Return a fresh (untrained) FFSSmall with config overrides."""
     return FFSSmall(config)
 
 
 def checkpoint_config(config):
-    """A checkpoint's model config with keys added since it was written set to what it was trained
-    with
-    (checkpoints before the guided upsampler have no 'guide_ch': they used plain convex
-    upsampling).
+    """Return a checkpoint's model config, completed for keys added since it was written.
+
+    Keys added since the checkpoint was written are set to what it was trained with (checkpoints
+    before the guided upsampler have no 'guide_ch': they used plain convex upsampling).
     """
     return {'guide_ch': 0, **config}
 
 
 def load_model(checkpoint_path, device='cpu'):
-    """Load a checkpoint written by `ffs-ros train` (or models/ffs_small.pt) -> model in eval
-    mode.
+    """Load a checkpoint written by `ffs-ros train` (or models/ffs_small.pt).
+
+    Returns the model in eval mode.
     """
     import torch
 

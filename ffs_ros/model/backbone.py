@@ -1,7 +1,7 @@
-"""Feature stage:
+"""Feature stage: a light CNN encoder, a top-down decoder and a 1/2-resolution stem.
 
-a light CNN encoder run on left and right batched, a top-down decoder giving features at 1/4, 1/8,
-1/16 and 1/32, and a 1/2-resolution stem of the left image (for convex upsampling).
+The encoder runs on left and right batched; the decoder gives features at 1/4, 1/8, 1/16 and 1/32;
+the stem is of the left image (for convex upsampling).
 """
 
 from __future__ import annotations

@@ -114,17 +114,15 @@ def load_cache(cache_dir):
 
 
 class CropDataset:
-    """Random crops of cached scenes -> dict of float tensors (left/right [3,h,w] 0..255, disp
-    [1,h,w],
-    valid [1,h,w], weight [1,h,w]). `valid` excludes occluded pixels and disparities >= max_disp
-    (the pixels
-    metrics are computed on); `weight` is the per-pixel loss weight: 1 on valid pixels,
-    `occluded_weight` on
-    occluded ones inside the disparity range (their disparity is exact in rendered scenes, so the
-    network can
+    """Random crops of cached scenes -> dict of float tensors.
+
+    The tensors: left/right [3,h,w] 0..255, disp [1,h,w], valid [1,h,w], weight [1,h,w]. `valid`
+    excludes occluded pixels and disparities >= max_disp (the pixels metrics are computed on);
+    `weight` is the per-pixel loss weight: 1 on valid pixels, `occluded_weight` on occluded ones
+    inside the disparity range (their disparity is exact in rendered scenes, so the network can
     learn to fill occlusions from the background, as real ground truth such as Middlebury's scores
-    them), 0 else.
-    `cache_dir` may be a list of caches (same scene size): indices run over their concatenation.
+    them), 0 else. `cache_dir` may be a list of caches (same scene size): indices run over their
+    concatenation.
     """
 
     def __init__(self, cache_dir, crop=(160, 288), max_disp=128, vflip=0.5, occluded_weight=0.0):

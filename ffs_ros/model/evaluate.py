@@ -44,16 +44,16 @@ def _downscale(left, right, gt, scale):
         return left, right, gt
     h, w = left.shape[:2]
     size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    l = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
+    lft = cv2.resize(left, size, interpolation=cv2.INTER_AREA)
     r = cv2.resize(right, size, interpolation=cv2.INTER_AREA)
     g = cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST) * (size[0] / w)
-    return l, r, g.astype(np.float32)
+    return lft, r, g.astype(np.float32)
 
 
 def motorcycle(max_size: int | None = None):
-    """[Pair] for skimage's Motorcycle, downscaled so the longer side is <= max_size (None:
+    """Return [Pair] for skimage's Motorcycle, downscaled so the longer side is <= max_size.
 
-    native).
+    max_size None: native size.
     """
     from skimage.data import stereo_motorcycle
 
@@ -84,8 +84,9 @@ def synthetic(
 
 
 def fill_invalid(disp):
-    """NaN/inf pixels (no match) -> the smaller of the nearest valid values left and right on the
-    same row.
+    """Replace NaN/inf pixels (no match) by a valid neighbour on the same row.
+
+    The neighbour value is the smaller of the nearest valid values left and right on the same row.
     """
     d = np.asarray(disp, np.float32).copy()
     bad = ~np.isfinite(d)
@@ -166,7 +167,10 @@ class TorchModelMatcher:
 
 def format_table(results):
     """results: list of (dataset, method, mean-row) -> aligned text table."""
-    head = f'{"dataset":<12} {"method":<28} {"EPE":>6} {"bad-1":>7} {"bad-2":>7} {"D1":>7} {"dens":>6} {"ms/pair":>8}'
+    head = (
+        f'{"dataset":<12} {"method":<28} {"EPE":>6} {"bad-1":>7} {"bad-2":>7} {"D1":>7} '
+        f'{"dens":>6} {"ms/pair":>8}'
+    )
     lines = [head, '-' * len(head)]
     for ds, method, m in results:
         lines.append(

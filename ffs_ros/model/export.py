@@ -66,9 +66,9 @@ class _PostStage(nn.Module):
 
 
 class _SingleGraph(nn.Module):
-    """Isaac-style single graph:
+    """Isaac-style single graph.
 
-    inputs normalised as (x - 255*mean) / (255*std); volume built in-graph.
+    Inputs normalised as (x - 255*mean) / (255*std); volume built in-graph.
     """
 
     def __init__(self, model, iters):
@@ -109,8 +109,9 @@ def export_two_stage(
     dynamic: bool = False,
     single: bool = False,
 ) -> Path:
-    """Write feature_runner.onnx, post_runner.onnx and onnx.yaml (and model.onnx if single) to
-    out_dir.
+    """Write feature_runner.onnx, post_runner.onnx and onnx.yaml to out_dir.
+
+    Also model.onnx if single.
     """
     import yaml
 

@@ -1,6 +1,6 @@
-"""3D cost filtering:
+"""3D cost filtering: a stem over the combined volume and an image-gated hourglass.
 
-a stem over the combined (GWC + concat) volume and an hourglass whose every level is gated by the
+The stem runs over the combined (GWC + concat) volume; every level of the hourglass is gated by the
 left image features of the matching resolution (sigmoid(1x1 conv) broadcast along disparity). Cheap
 axial 3D convolutions ((1,3,3) spatial then (k,1,1) along disparity) do most of the work. Outputs
 the filtered feature volume and the classifier logits [B,D,H,W].

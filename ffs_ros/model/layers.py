@@ -58,10 +58,10 @@ class Axial3d(nn.Module):
 
 
 def up2_nearest(x):
-    """x2 nearest-neighbour upsampling of every spatial axis (2D or 3D), identical to
-    F.interpolate(x, scale_factor=2, mode='nearest') but written as unsqueeze/expand/reshape,
-    which ONNX
-    Runtime runs much faster than a 5-D Resize.
+    """Upsample every spatial axis (2D or 3D) x2, nearest-neighbour.
+
+    Identical to F.interpolate(x, scale_factor=2, mode='nearest') but written as
+    unsqueeze/expand/reshape, which ONNX Runtime runs much faster than a 5-D Resize.
     """
     if x.dim() == 4:
         b, c, h, w = x.shape

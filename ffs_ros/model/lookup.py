@@ -1,6 +1,7 @@
-"""1-D linear-interpolation lookups written with gather (no grid_sample), so the refinement
-exports to ONNX
-(GatherElements) and runs in ONNX Runtime with symbolic image sizes.
+"""1-D linear-interpolation lookups written with gather (no grid_sample).
+
+So the refinement exports to ONNX (GatherElements) and runs in ONNX Runtime with symbolic image
+sizes.
 
 `lookup_last(values, pos)`: values [..., N], pos [..., K] (float positions along the last axis) ->
 [..., K], linearly interpolated, 0 where pos is outside [0, N - 1].

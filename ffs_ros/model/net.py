@@ -95,13 +95,14 @@ class FFSSmall(nn.Module):
 
     # ---- stage 1 ----
     def features(self, left, right):
-        """left, right float32 [B,3,H,W] RGB 0..255 -> dict of the six upstream-named feature
-        tensors.
+        """Map left, right float32 [B,3,H,W] RGB 0..255 to the six upstream-named feature tensors.
+
+        Returns them as a dict.
         """
         return self.feature_net(left, right)
 
     def gwc(self, features_left_04, features_right_04):
-        """The contract's GWC volume [B,G,D,H/4,W/4] (float32)."""
+        """Return the contract's GWC volume [B,G,D,H/4,W/4] (float32)."""
         return build_gwc(
             features_left_04, features_right_04, self.cv_group, self.num_disp, self.normalize
         )

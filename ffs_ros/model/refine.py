@@ -1,7 +1,7 @@
-"""Iterative refinement at 1/4 resolution:
+"""Iterative refinement at 1/4 resolution with a ConvGRU.
 
-a ConvGRU that, every iteration, looks up (a) the filtered cost volume around the current disparity
-(9 taps, 2 levels along disparity) and (b) an all-pairs correlation of the 1/4 features,
+Every iteration, the ConvGRU looks up (a) the filtered cost volume around the current disparity (9
+taps, 2 levels along disparity) and (b) an all-pairs correlation of the 1/4 features,
 L(h,w)·R(h,w') / sqrt(C), around x - d (9 taps, 2 levels), encodes them with the disparity and
 updates it by a predicted delta. Disparities are in 1/4-pixel units.
 """
@@ -111,8 +111,9 @@ class UpdateBlock(nn.Module):
 
 
 class ContextNet(nn.Module):
-    """left 1/4 features -> initial hidden state (tanh) and a per-iteration context input
-    (relu).
+    """Left 1/4 features -> initial hidden state (tanh) and a per-iteration context input.
+
+    The context input goes through relu.
     """
 
     def __init__(self, cin, hidden, ctx):

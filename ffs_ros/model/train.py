@@ -75,9 +75,9 @@ def merge(defaults, overrides, what):
 
 
 def one_cycle_lr(p, max_lr, pct_start, div=25.0, final_div=1e4):
-    """One-cycle learning rate at progress p in [0, 1]:
+    """Return the one-cycle learning rate at progress p in [0, 1].
 
-    cosine warm-up to max_lr, cosine anneal to ~0.
+    Cosine warm-up to max_lr, cosine anneal to ~0.
     """
     p = min(max(p, 0.0), 1.0)
     lo, end = max_lr / div, max_lr / div / final_div
@@ -89,8 +89,9 @@ def one_cycle_lr(p, max_lr, pct_start, div=25.0, final_div=1e4):
 
 
 def parse_deadline(text, now=None):
-    """'HH:MM' (UTC) -> epoch seconds of the next such time (today, or tomorrow if already
-    past).
+    """Parse 'HH:MM' (UTC) -> epoch seconds of the next such time.
+
+    The next such time is today, or tomorrow if already past.
     """
     import datetime as dt
 
@@ -106,7 +107,7 @@ def parse_deadline(text, now=None):
 
 
 def sequence_loss(out, gt, valid, iter_gamma=0.8, init_weight=0.5):
-    """Smooth-L1 over valid pixels:
+    """Return the smooth-L1 sequence loss over valid pixels.
 
     final + init_weight*init + sum_i gamma^(n-1-i) * iter_i. `valid` is a bool mask or a float
     per-pixel weight; the loss is the weighted mean.
@@ -114,13 +115,13 @@ def sequence_loss(out, gt, valid, iter_gamma=0.8, init_weight=0.5):
     m = valid.float()
     denom = m.sum().clamp(min=1.0)
 
-    def l(pred):
+    def smooth_l1(pred):
         return (F.smooth_l1_loss(pred, gt, reduction='none') * m).sum() / denom
 
-    total = l(out['final']) + init_weight * l(out['init'])
+    total = smooth_l1(out['final']) + init_weight * smooth_l1(out['init'])
     n = len(out['iters'])
     for i, p in enumerate(out['iters']):
-        total = total + iter_gamma ** (n - 1 - i) * l(p)
+        total = total + iter_gamma ** (n - 1 - i) * smooth_l1(p)
     return total
 
 

@@ -41,9 +41,9 @@ from .layers import up2_nearest
 
 
 def neighbours3x3(x):
-    """[B,C,H,W] -> [B,9*C,H,W], neighbour-major (channel k*C + c is neighbour k of channel c;
-    replicate
-    padding; k = 3*(dy+1) + (dx+1)).
+    """Gather the 3x3 neighbours: [B,C,H,W] -> [B,9*C,H,W], neighbour-major.
+
+    Channel k*C + c is neighbour k of channel c; replicate padding; k = 3*(dy+1) + (dx+1).
     """
     h, w = x.shape[-2:]
     p = F.pad(x, (1, 1, 1, 1), mode='replicate')
@@ -75,10 +75,10 @@ class ConvexUpsampler(nn.Module):
             self.guide_scale = nn.Parameter(torch.ones(()))
 
     def affinity(self, steps4, stem_2x):
-        """steps4 [B,9,h,w] (neighbour minus centre disparity, px), stem_2x [B,S,2h,2w] ->
-        [B,9,4,2h,2w]:
-        similarity of every full-resolution pixel (4 sub-pixels per 1/2 pixel) to its 9
-        neighbouring cells.
+        """Return the similarity of every full-resolution pixel to its 9 neighbouring cells.
+
+        steps4 [B,9,h,w] (neighbour minus centre disparity, px), stem_2x [B,S,2h,2w] ->
+        [B,9,4,2h,2w] (a full-resolution pixel: one of 4 sub-pixels per 1/2 pixel).
         """
         c = self.guide_ch
         steps = up2_nearest(steps4.clamp(-32.0, 32.0) * 0.125)

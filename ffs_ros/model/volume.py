@@ -37,9 +37,9 @@ def shifted_stack(right, num_disp: int):
 
 
 class ConcatVolume(nn.Module):
-    """[B,C,H,W] x2 -> [B,2c,D,H,W]:
+    """Concat volume: [B,C,H,W] x2 -> [B,2c,D,H,W].
 
-    projected left (broadcast over D) beside the shifted projected right.
+    Projected left (broadcast over D) beside the shifted projected right.
     """
 
     def __init__(self, cin, ch, num_disp):

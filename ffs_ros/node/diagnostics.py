@@ -151,9 +151,9 @@ class NodeHealth:
 
     # ---- reporting ----
     def run_summary(self) -> dict:
-        """{'stages':
+        """Return per-stage and age percentiles over the last RUN_SAMPLES frames.
 
-        {stage: (p50_ms, p95_ms)}, 'age': (p50_s, p95_s)} over the last RUN_SAMPLES frames.
+        The result: {'stages': {stage: (p50_ms, p95_ms)}, 'age': (p50_s, p95_s)}.
         """
         with self._lock:
             stages = {k: percentiles(list(v)) for k, v in self._run_stages.items()}

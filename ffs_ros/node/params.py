@@ -25,9 +25,9 @@ QOS_CHOICES = ('sensor_data', 'reliable', 'best_effort', 'system_default')
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter:
+    """One parameter.
 
-    name, default (its type is the parameter type), description, and either a numeric range [lo,
+    Name, default (its type is the parameter type), description, and either a numeric range [lo,
     hi] or a tuple of allowed string choices.
     """
 
@@ -262,8 +262,9 @@ def _type_name(v) -> str:
 
 
 def validate(values: dict) -> dict:
-    """Check types, ranges, choices and cross-parameter rules; return `values` or raise ParamError
-    listing every problem.
+    """Check types, ranges, choices and cross-parameter rules.
+
+    Returns `values` or raises ParamError listing every problem.
     """
     problems = []
     bad = set()
@@ -301,7 +302,7 @@ def validate(values: dict) -> dict:
 
 
 def pipeline_config(values: dict) -> PipelineConfig:
-    """The PipelineConfig part of the parameters."""
+    """Return the PipelineConfig part of the parameters."""
     v = {**defaults(), **values}
     return PipelineConfig(
         **{
@@ -312,10 +313,10 @@ def pipeline_config(values: dict) -> PipelineConfig:
 
 
 def matcher_options(values: dict) -> dict:
-    """load_matcher(**options) for the parameters (derived from
-    ffs_ros.inference.options.OPTIONS); raises
-    ParamError for an option the chosen backend does not take (e.g. precision without backend
-    tensorrt).
+    """Return load_matcher(**options) for the parameters.
+
+    The options are derived from ffs_ros.inference.options.OPTIONS. Raises ParamError for an option
+    the chosen backend does not take (e.g. precision without backend tensorrt).
     """
     v = {**defaults(), **values}
     backend = v['backend']
@@ -388,9 +389,9 @@ YAML_HEADER = """\
 
 
 def render_yaml() -> str:
-    """config/stereo.yaml from SPECS:
+    """Render config/stereo.yaml from SPECS.
 
-    every parameter at its default, its description (and range) as comment.
+    Every parameter at its default, its description (and range) as comment.
     """
     import textwrap
 

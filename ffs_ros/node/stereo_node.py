@@ -67,10 +67,10 @@ def make_qos(kind: str, depth: int) -> QoSProfile:
 
 
 def build_matcher(values: dict, logger=None) -> StereoMatcher:
-    """The matcher the parameters ask for (raises ParamError with the reason when impossible).
+    """Build the matcher the parameters ask for.
 
-    The backend policy ('auto', its sgbm fall-back while no model is installed) is
-    load_matcher's.
+    Raises ParamError with the reason when impossible. The backend policy ('auto', its sgbm
+    fall-back while no model is installed) is load_matcher's.
     """
     backend = values['backend']
     model = values['model'] or None
@@ -198,9 +198,12 @@ class StereoNode(Node):
         self._diag_timer = self.create_timer(
             v['diagnostics_period_seconds'], self.publish_diagnostics
         )
+        if v['approximate_sync']:
+            sync_mode = 'approximate %.3f s' % v['approximate_sync_tolerance_seconds']
+        else:
+            sync_mode = 'exact'
         self.get_logger().info(
-            f'{info.backend} on {info.device} ({info.model}); sync '
-            f'{"approximate %.3f s" % v["approximate_sync_tolerance_seconds"] if v["approximate_sync"] else "exact"}'
+            f'{info.backend} on {info.device} ({info.model}); sync {sync_mode}'
             f' ({self._sync.name})'
             f', input QoS {v["input_qos"]}, output QoS {v["output_qos"]}; listening on '
             f'{self.sub_left.topic_name}, {self.sub_right.topic_name}'
@@ -216,9 +219,9 @@ class StereoNode(Node):
             self._prepare_for((int(msg.height), int(msg.width)))
 
     def _prepare_for(self, hw: tuple) -> None:
-        """Once per camera size:
+        """Once per camera size, let the matcher get ready in the background.
 
-        let the matcher get ready (TensorRT builds its engines) in the background, so the first
+        Getting ready: TensorRT builds its engines, for example. In the background, so the first
         pair does not block for minutes; pairs arriving meanwhile wait for it (latest pair wins).
         """
         if hw in self._prepared or hw[0] < 1 or hw[1] < 1:
@@ -318,8 +321,9 @@ class StereoNode(Node):
 
     # ---------------- any thread ----------------
     def report_bad_input(self, key: str, problem: str, fix: str) -> None:
-        """Count, mark diagnostics ERROR and log (at most once per log_throttle_seconds per
-        problem).
+        """Count, mark diagnostics ERROR and log.
+
+        Logs at most once per log_throttle_seconds per problem.
         """
         self.bad_frames += 1
         self.health.bad_input(problem)
@@ -385,9 +389,9 @@ class StereoNode(Node):
         return infos
 
     def _no_camera_info(self, side: int, topic: str) -> None:
-        """A pair without any camera_info on `side`:
+        """Handle a pair without any camera_info on `side`.
 
-        quiet at start-up (images often beat the first info by milliseconds), bad input once it
+        Quiet at start-up (images often beat the first info by milliseconds), bad input once it
         persists.
         """
         now = time.monotonic()
@@ -462,11 +466,11 @@ class StereoNode(Node):
             )
 
     def has_camera_infos(self) -> bool:
-        """True once both CameraInfo topics have delivered a message."""
+        """Return True once both CameraInfo topics have delivered a message."""
         return self._infos[LEFT] is not None and self._infos[RIGHT] is not None
 
     def camera_infos(self) -> tuple:
-        """The cached (left, right) CameraInfo (None where not yet received)."""
+        """Return the cached (left, right) CameraInfo (None where not yet received)."""
         return self._infos[LEFT], self._infos[RIGHT]
 
     # ---------------- lifecycle ----------------
@@ -479,9 +483,9 @@ class StereoNode(Node):
         return self._worker.wait_idle(timeout)
 
     def begin_shutdown(self, reason: Optional[str] = None) -> None:
-        """Stop publishing:
+        """Stop publishing.
 
-        from here on no output or diagnostics message is published and the frame in the matcher (if
+        From here on no output or diagnostics message is published and the frame in the matcher (if
         any) is abandoned. Waits only for a publish already under way (milliseconds). Logs `reason`
         at INFO when given (once). Idempotent.
         """
@@ -499,9 +503,11 @@ class StereoNode(Node):
             )
 
     def destroy_node(self, worker_timeout: float = 5.0) -> None:
-        """Stop the worker (waiting up to `worker_timeout` s for the frame in progress) and release
-        the matcher. A worker still inside the matcher after that is left running (a daemon
-        thread; its result is dropped) and the matcher is not closed under it: see main().
+        """Stop the worker and release the matcher.
+
+        Waits up to `worker_timeout` s for the frame in progress. A worker still inside the matcher
+        after that is left running (a daemon thread; its result is dropped) and the matcher is not
+        closed under it: see main().
         """
         self.begin_shutdown()
         if self._worker is not None:
@@ -524,9 +530,9 @@ NO_INFO_GRACE_PAIRS = 3
 
 
 def _left_right_names(left_id: str, right_id: str) -> bool:
-    """True when two frame_ids differ only by 'left' vs 'right' in the same place (e.g.
+    """Return True when two frame_ids differ only by 'left' vs 'right' in the same place.
 
-    'cam_left_optical' / 'cam_right_optical'): the usual naming, not worth a warning.
+    E.g. 'cam_left_optical' / 'cam_right_optical': the usual naming, not worth a warning.
     """
     a, b = left_id.lower(), right_id.lower()
     return 'left' in a and a.replace('left', '\0') == b.replace('right', '\0')
@@ -537,17 +543,17 @@ STOP_WORKER_TIMEOUT_S = 0.5
 
 
 def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
-    """Entry point of `stereo_node` / `ros2 run ffs_ros stereo_node` (`matcher`:
+    """Entry point of `stereo_node` / `ros2 run ffs_ros stereo_node`.
 
-    injected by tests).
+    `matcher`: injected by tests.
 
     SIGINT and SIGTERM are handled here, not by rclpy: rclpy's handlers invalidate the context at
     once, while the worker may be about to publish (RCLError "publisher's context is invalid").
-    Ours only end the spin loop; then publishing stops (StereoNode.begin_shutdown, one INFO
-    line), the worker gets STOP_WORKER_TIMEOUT_S to finish its frame (its result is dropped), and
-    the node and the context are shut down. Returns 0 after a signal, 2 for bad parameters.
-    When the worker is still inside the matcher (a native call cannot be interrupted), the
-    process ends with os._exit(0) instead of returning: see _exit_now().
+    Ours only end the spin loop; then publishing stops (StereoNode.begin_shutdown, one INFO line),
+    the worker gets STOP_WORKER_TIMEOUT_S to finish its frame (its result is dropped), and the node
+    and the context are shut down. Returns 0 after a signal, 2 for bad parameters. When the worker
+    is still inside the matcher (a native call cannot be interrupted), the process ends with
+    os._exit(0) instead of returning: see _exit_now().
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions

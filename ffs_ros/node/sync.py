@@ -67,7 +67,10 @@ class StereoSynchronizer:
         return self.unmatched[LEFT] + self.unmatched[RIGHT]
 
     def queued(self, side: int) -> int:
-        """Number of unpaired messages waiting on `side` (never more than queue_size)."""
+        """Return the number of unpaired messages waiting on `side`.
+
+        Never more than queue_size.
+        """
         return len(self._queues[side])
 
     def add_left(self, msg: Any) -> None:
@@ -197,7 +200,10 @@ class MessageFiltersSynchronizer:
         return self.unmatched[LEFT] + self.unmatched[RIGHT]
 
     def queued(self, side: int) -> int:
-        """Number of unpaired messages waiting on `side` (never more than queue_size)."""
+        """Return the number of unpaired messages waiting on `side`.
+
+        Never more than queue_size.
+        """
         return len(self._pending[side])
 
     def add(self, side: int, msg: Any) -> None:
@@ -209,9 +215,9 @@ class MessageFiltersSynchronizer:
         self._inputs[side].signalMessage(msg)
 
     def clear(self, side: int | None = None) -> None:
-        """Forget the messages waiting on `side` (both when None):
+        """Forget the messages waiting on `side` (both when None).
 
-        a new synchronizer, offered again the other side's waiting messages (they may already
+        A new synchronizer, offered again the other side's waiting messages (they may already
         belong to the new timeline).
         """
         keep = [] if side is None else list(self._pending[1 - side])

@@ -21,8 +21,9 @@ def shm_profile_path() -> Path:
 
 
 def use_shm_profile(env: Optional[MutableMapping[str, str]] = None, override: bool = False) -> str:
-    """Point `env` (default os.environ) at the shipped profile unless it already names one
-    (or `override`). Returns the profile path in effect.
+    """Point `env` (default os.environ) at the shipped profile unless it already names one.
+
+    With `override`, it is pointed there even then. Returns the profile path in effect.
     """
     env = os.environ if env is None else env
     if override or not env.get(PROFILE_ENV):
