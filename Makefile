@@ -8,13 +8,20 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# ROS 2 launch + `ros2 launch` wheels (not on PyPI) for test/test_launch_real.py, if ../shared has them
+LAUNCH_WHEELS := $(wildcard ../shared/wheels/ros2-launch/*.whl)
+
 # torch is pinned to the CPU wheel (an unpinned torch pulls GBs of CUDA packages).
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt setup.py $(LAUNCH_WHEELS)
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.13.0
 	$(VPY) -m pip install -q -r requirements.txt
 	$(VPY) -m pip install -q --no-deps -e .
+ifneq ($(LAUNCH_WHEELS),)
+	$(VPY) -m pip install -q ros-ament-index-python ros-lifecycle-msgs osrf-pycommon pyyaml argcomplete packaging
+	$(VPY) -m pip install -q --no-deps $(LAUNCH_WHEELS)
+endif
 	touch $(STAMP)
 
 demo: venv

@@ -46,6 +46,34 @@ def start_until_listening(cmd, env, cwd=None) -> tuple[str, str]:
     return line, rest
 
 
+def copy_package(repo, dest) -> None:
+    """Copy the package's git-tracked (and untracked, not ignored) files from `repo` to `dest`."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+    repo, dest = Path(repo), Path(dest)
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=repo,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (repo / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / f, dest / f)
+
+
+def colcon_build(repo, ws, timeout: float = 240):
+    """Copy the package to `ws`/src/ffs_ros and `colcon build` it there with colcon from this
+    interpreter's environment.
+
+    Returns the CompletedProcess (the caller asserts on returncode; the install prefix is
+    `ws`/install/ffs_ros)."""
+    import subprocess
+    from pathlib import Path
+    copy_package(repo, Path(ws) / 'src' / 'ffs_ros')
+    return subprocess.run([sys.executable, '-c', 'import sys; from colcon_core.command import '
+                           'main; sys.exit(main())', 'build', '--event-handlers', 'console_direct-'],
+                          cwd=ws, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope='session')
 def ros_context():
     """The session's initialized rclpy Context (shut down at session end)."""
