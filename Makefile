@@ -6,12 +6,15 @@ STAMP := $(VENV)/.installed
 # ROS 2 packages that are not on PyPI, as wheels beside the project (optional: tests skip without them)
 WHEELS ?= ../shared/wheels
 
-.PHONY: venv demo test bench gpu-check clean venv-jazzy test-jazzy
+.PHONY: venv demo test lint bench gpu-check clean venv-jazzy test-jazzy
 
 venv: $(STAMP)
 
+# ROS 2 launch + `ros2 launch` wheels (not on PyPI) for test/test_launch_real.py, if ../shared has them
+LAUNCH_WHEELS := $(wildcard $(WHEELS)/ros2-launch/*.whl)
+
 # torch is pinned to the CPU wheel (an unpinned torch pulls GBs of CUDA packages).
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt setup.py $(LAUNCH_WHEELS)
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.13.0
@@ -19,14 +22,23 @@ $(STAMP): requirements.txt setup.py
 	$(VPY) -m pip install -q --no-deps -e .
 	# ROS 2's sensor_msgs_py (not on PyPI) from ../shared when it is there: tests read our clouds with it
 	if [ -d $(WHEELS)/sensor-msgs-py ]; then $(VPY) -m pip install -q --no-deps $(WHEELS)/sensor-msgs-py/*.whl; fi
+ifneq ($(LAUNCH_WHEELS),)
+	$(VPY) -m pip install -q ros-ament-index-python ros-lifecycle-msgs osrf-pycommon pyyaml argcomplete packaging
+	$(VPY) -m pip install -q --no-deps $(LAUNCH_WHEELS)
+endif
 	touch $(STAMP)
 
 demo: venv
 	$(VENV)/bin/ffs-ros demo --out out/demo
 
-test: venv
+test: lint
 	$(VPY) -m pytest -q test
 	$(MAKE) test-jazzy
+
+# What ament_flake8 and ament_pep257 check with their defaults (ruff.toml): 99 columns, pep257 docstrings, quotes,
+# import order. (No `ruff format` here: it puts spaces before ':' in slices, which pycodestyle E203 forbids.)
+lint: venv
+	$(VENV)/bin/ruff check .
 
 # The same suite against the numpy and OpenCV that ROS 2 Jazzy ships (constraints-jazzy.txt), in a second venv
 # built from the same requirements; rclpy and the messages are the same PyPI wheels as in .venv.

@@ -3,12 +3,41 @@
 Installs two ways: `colcon build` in a ROS workspace, or `pip install -e .` into a venv
 (the `ros-*` wheels from PyPI then provide rclpy and the messages; see requirements.txt).
 """
-import os
+
 from glob import glob
+import os
 
 from setuptools import find_packages, setup
+from setuptools.command.install_scripts import install_scripts
 
 package_name = 'ffs_ros'
+
+
+class InstallScripts(install_scripts):
+    """The scripts, plus a `lib/ffs_ros/stereo_node` launcher where they are installed elsewhere.
+
+    `ros2 launch` / `ros2 run` look for executables in <prefix>/lib/ffs_ros. colcon installs the
+    scripts there (setup.cfg); a pip install (a wheel) puts them in <prefix>/bin and the data
+    files in <prefix>, so for it a small launcher beside the data runs <prefix>/bin/stereo_node.
+    """
+
+    def run(self):
+        super().run()
+        data_dir = self.get_finalized_command('install').install_data
+        libexec = os.path.join(data_dir, 'lib', package_name)
+        if os.path.abspath(self.install_dir) == os.path.abspath(libexec):
+            return  # colcon / `setup.py install`: the real scripts are already there
+        self.mkpath(libexec)
+        launcher = os.path.join(libexec, 'stereo_node')
+        if not self.dry_run:
+            with open(launcher, 'w') as f:
+                f.write(
+                    '#!/bin/sh\n# pip install: the console script is in <prefix>/bin\n'
+                    'exec "$(dirname "$0")/../../bin/stereo_node" "$@"\n'
+                )
+            os.chmod(launcher, 0o755)
+        self.outfiles.append(launcher)
+
 
 setup(
     name=package_name,
@@ -25,6 +54,7 @@ setup(
     # system rclpy & co. come from the distro, so nothing is forced here.
     install_requires=['setuptools', 'numpy', 'pyyaml'],
     zip_safe=True,
+    cmdclass={'install_scripts': InstallScripts},
     maintainer='ffs_ros developers',
     maintainer_email='ffs-ros@example.com',
     description='Fast-FoundationStereo disparity, depth and point clouds for ROS 2',

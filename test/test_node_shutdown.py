@@ -251,3 +251,39 @@ def test_sigint_while_onnxruntime_runs_a_large_frame_exits_cleanly(procs, tmp_pa
     assert rc == 0, f'exit code {rc}:\n{out}'
     assert elapsed < 5.0, f'took {elapsed:.1f} s:\n{out}'
     assert 'Traceback' not in out and 'terminate called' not in out, out
+
+
+SLOW_START_NODE = textwrap.dedent('''
+    """stereo_node's main() whose matcher takes 3 s to load (like a model): Ctrl-C arrives meanwhile."""
+    import sys
+    import time
+
+    from ffs_ros.inference import load_matcher
+    from ffs_ros.node import stereo_node
+
+    real = stereo_node.build_matcher
+
+    def slow_build(values, logger=None):
+        print('LOADING MODEL', flush=True)
+        time.sleep(3.0)
+        return real(values, logger)
+
+    stereo_node.build_matcher = slow_build
+    sys.exit(stereo_node.main(['stereo_node', '--ros-args', '-p', 'backend:=sgbm']))
+''')
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_start_up_exits_cleanly(procs, tmp_path, sig):
+    """Ctrl-C while the node is still starting (loading its model) is a clean stop too: exit 0, no
+    traceback, no abort (the handlers are installed before rclpy.init and the model load)."""
+    (tmp_path / 'slow_node.py').write_text(SLOW_START_NODE)
+    node = procs('slow_node.py')
+    assert node.wait_line('LOADING MODEL', 60), node.output()
+    node.p.send_signal(sig)
+    rc = node.p.wait(timeout=30)
+    node.wait_line('\x00', 0.2)
+    out = node.output()
+    assert rc == 0, f'exit code {rc}:\n{out}'
+    assert 'Traceback' not in out and 'terminate called' not in out, out
+    assert f'stopping on {sig.name}' in out, out

@@ -87,7 +87,7 @@ def run(args) -> int:
             plugin_library=args.plugin_library,
             cache=args.cache_dir,
         )
-    # noqa: BLE001 - every failure (TensorRT API, I/O, contract) is one line + exit 2
+    # every failure (TensorRT API, I/O, contract) is one line + exit 2
     except Exception as exc:
         print(
             f'ffs-ros build-engine: error: {exc}'

@@ -332,7 +332,7 @@ def _load_yaml(text: str):
 
     _Loader.add_multi_constructor('tag:yaml.org,2002:python/', _plain)
     _Loader.add_multi_constructor('!', _plain)
-    # noqa: S506 - SafeLoader subclass, no object construction
+    # SafeLoader subclass, no object construction
     return yaml.load(text, Loader=_Loader)
 
 

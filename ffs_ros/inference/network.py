@@ -411,7 +411,7 @@ class NetworkMatcher(StereoMatcher):
             )
             try:
                 dev.synchronize()
-            # noqa: BLE001 - a failed capture can leave a sticky error; nothing more to do
+            # a failed capture can leave a sticky error; nothing more to do
             except Exception:
                 pass
             return None

@@ -235,7 +235,7 @@ class StereoNode(Node):
             t0 = time.monotonic()
             try:
                 self.matcher.prepare(hw)
-            # noqa: BLE001 - the first pair reports it again through the normal path
+            # the first pair reports it again through the normal path
             except Exception as e:
                 logger.error(f'preparing the matcher for {hw[1]}x{hw[0]} failed: {e}')
                 return
@@ -561,6 +561,13 @@ def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
     from ..pipeline import tune_allocator
 
     tune_allocator()
+    received: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        received.append(signum)
+
+    # before anything slow (rclpy.init, loading the model): Ctrl-C at start-up stops cleanly too
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     rclpy.init(
         args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO
     )
@@ -569,13 +576,9 @@ def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
     except P.ParamError as e:
         print(f'stereo_node: {e}', file=sys.stderr)
         rclpy.try_shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         return 2
-    received: list[int] = []
-
-    def on_signal(signum, _frame) -> None:
-        received.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -613,8 +616,7 @@ def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        # noqa: BLE001 - a closed pipe must not turn a clean stop into a traceback
-        except Exception:
+        except Exception:  # noqa: BLE001 - a closed pipe must not end a clean stop in a traceback
             pass
     os._exit(code)
 
