@@ -254,11 +254,10 @@ def test_sigint_while_onnxruntime_runs_a_large_frame_exits_cleanly(procs, tmp_pa
 
 
 SLOW_START_NODE = textwrap.dedent('''
-    """stereo_node's main() whose matcher takes 3 s to load (like a model): Ctrl-C arrives meanwhile."""
+    """stereo_node's main() whose matcher takes 3 s to load (like a model)."""
     import sys
     import time
 
-    from ffs_ros.inference import load_matcher
     from ffs_ros.node import stereo_node
 
     real = stereo_node.build_matcher
@@ -275,8 +274,10 @@ SLOW_START_NODE = textwrap.dedent('''
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_start_up_exits_cleanly(procs, tmp_path, sig):
-    """Ctrl-C while the node is still starting (loading its model) is a clean stop too: exit 0, no
-    traceback, no abort (the handlers are installed before rclpy.init and the model load)."""
+    """Stop cleanly on Ctrl-C while the node is still starting (loading its model).
+
+    Exit 0, no traceback, no abort: the handlers are installed before rclpy.init and the model load.
+    """
     (tmp_path / 'slow_node.py').write_text(SLOW_START_NODE)
     node = procs('slow_node.py')
     assert node.wait_line('LOADING MODEL', 60), node.output()
