@@ -276,7 +276,7 @@ SLOW_START_NODE = textwrap.dedent('''
 def test_signal_during_start_up_exits_cleanly(procs, tmp_path, sig):
     """Stop cleanly on Ctrl-C while the node is still starting (loading its model).
 
-    Exit 0, no traceback, no abort: the handlers are installed before rclpy.init and the model load.
+    Exit 0, no traceback, no abort: handlers are installed before rclpy.init and the model load.
     """
     (tmp_path / 'slow_node.py').write_text(SLOW_START_NODE)
     node = procs('slow_node.py')
