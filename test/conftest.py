@@ -78,8 +78,7 @@ def colcon_build(repo, ws, timeout: float = 240):
     """Copy the package to `ws`/src/ffs_ros and `colcon build` it there.
 
     colcon comes from this interpreter's environment. Returns the CompletedProcess (the caller
-    asserts on returncode; the install prefix is
-    `ws`/install/ffs_ros).
+    asserts on returncode; the install prefix is `ws`/install/ffs_ros).
     """
     from pathlib import Path
     import subprocess

@@ -9,7 +9,6 @@ default: they add ~45 MB and pytest plugins); runs whenever they are installed.
 
 import os
 from pathlib import Path
-import shutil
 import subprocess
 import sys
 
@@ -19,39 +18,14 @@ pytest.importorskip('colcon_core')
 pytest.importorskip('colcon_ros')
 pytest.importorskip('colcon_python_setup_py')
 
-from conftest import start_until_listening, unique_domain_id  # noqa: E402
+from conftest import colcon_build, start_until_listening, unique_domain_id  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_colcon_build_installs_a_working_package(tmp_path):
-    src = tmp_path / 'ws' / 'src' / 'ffs_ros'
-    files = subprocess.run(
-        ['git', 'ls-files', '-co', '--exclude-standard'],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (src / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, src / f)
     ws = tmp_path / 'ws'
-    r = subprocess.run(
-        [
-            sys.executable,
-            '-c',
-            'import sys; from colcon_core.command import main; sys.exit(main())',
-            'build',
-            '--event-handlers',
-            'console_direct-',
-        ],
-        cwd=ws,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    r = colcon_build(REPO, ws)
     assert r.returncode == 0, r.stdout + r.stderr
     prefix = ws / 'install' / 'ffs_ros'
     share = prefix / 'share' / 'ffs_ros'

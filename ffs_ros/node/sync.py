@@ -34,7 +34,25 @@ def stamp_ns(msg: Any) -> int:
     return int(s.sec) * 1_000_000_000 + int(s.nanosec)
 
 
-class StereoSynchronizer:
+def _check_arguments(queue_size: int, tolerance: float) -> None:
+    if queue_size < 1:
+        raise ValueError(f'queue_size must be >= 1, got {queue_size}')
+    if tolerance < 0:
+        raise ValueError(f'tolerance must be >= 0 s, got {tolerance}')
+
+
+class _Counted:
+    """What both synchronizers report to diagnostics."""
+
+    unmatched: list
+
+    @property
+    def sync_failures(self) -> int:
+        """Return the images discarded without ever being paired (both sides)."""
+        return self.unmatched[LEFT] + self.unmatched[RIGHT]
+
+
+class StereoSynchronizer(_Counted):
     """Pair left and right messages by stamp and call `callback(left, right)` for each pair."""
 
     name = 'ffs_ros StereoSynchronizer'
@@ -47,10 +65,7 @@ class StereoSynchronizer:
         tolerance: float = 0.0,
         stamp: Callable[[Any], int] = stamp_ns,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError(f'queue_size must be >= 1, got {queue_size}')
-        if tolerance < 0:
-            raise ValueError(f'tolerance must be >= 0 s, got {tolerance}')
+        _check_arguments(queue_size, tolerance)
         self._callback = callback
         self._stamp = stamp
         self.queue_size = int(queue_size)
@@ -61,10 +76,6 @@ class StereoSynchronizer:
         self.pairs = 0
         self.unmatched = [0, 0]  # messages discarded without a partner, per side
 
-    @property
-    def sync_failures(self) -> int:
-        """Images that were discarded without ever being paired (both sides)."""
-        return self.unmatched[LEFT] + self.unmatched[RIGHT]
 
     def queued(self, side: int) -> int:
         """Return the number of unpaired messages waiting on `side`.
@@ -130,7 +141,7 @@ class StereoSynchronizer:
             q.extend(kept)
 
 
-class MessageFiltersSynchronizer:
+class MessageFiltersSynchronizer(_Counted):
     """The same interface as StereoSynchronizer, backed by ROS 2 `message_filters` (on a distro).
 
     Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code
@@ -156,10 +167,7 @@ class MessageFiltersSynchronizer:
         tolerance: float = 0.0,
         module: Any = None,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError(f'queue_size must be >= 1, got {queue_size}')
-        if tolerance < 0:
-            raise ValueError(f'tolerance must be >= 0 s, got {tolerance}')
+        _check_arguments(queue_size, tolerance)
         self._mf = module if module is not None else __import__('message_filters')
         self._callback = callback
         self.queue_size = int(queue_size)
@@ -194,10 +202,6 @@ class MessageFiltersSynchronizer:
         self.pairs += 1
         self._callback(left, right)
 
-    @property
-    def sync_failures(self) -> int:
-        """Images that were discarded without ever being paired (both sides)."""
-        return self.unmatched[LEFT] + self.unmatched[RIGHT]
 
     def queued(self, side: int) -> int:
         """Return the number of unpaired messages waiting on `side`.
