@@ -56,7 +56,7 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'shm_transport',
             default_value='true',
-            description='set FASTDDS_DEFAULT_PROFILES_FILE to the shipped 16 MB SHM profile',
+            description='point FASTDDS_/FASTRTPS_DEFAULT_PROFILES_FILE at the shipped SHM profile',
         ),
         DeclareLaunchArgument('rviz', default_value='false', description='also start RViz'),
     ]
@@ -82,9 +82,12 @@ def generate_launch_description():
         namespace=LaunchConfiguration('namespace'),
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
-    shm = SetEnvironmentVariable(
-        'FASTDDS_DEFAULT_PROFILES_FILE',
-        shm_profile,
-        condition=IfCondition(LaunchConfiguration('shm_transport')),
-    )
-    return LaunchDescription(args + [shm, node, rviz])
+    # Fast DDS 3.x (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE, 2.x (Humble, Jazzy, JetPack 6)
+    # only FASTRTPS_DEFAULT_PROFILES_FILE: set both
+    shm = [
+        SetEnvironmentVariable(
+            name, shm_profile, condition=IfCondition(LaunchConfiguration('shm_transport'))
+        )
+        for name in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+    ]
+    return LaunchDescription(args + shm + [node, rviz])

@@ -105,10 +105,13 @@ def test_launch_description_node_params_file_namespace_and_remaps(description):
 
 def test_launch_sets_the_shipped_shm_profile(description):
     by_type, args = description
-    (env,) = by_type['SetEnvironmentVariable']
-    assert env.args[0] == 'FASTDDS_DEFAULT_PROFILES_FILE'
-    assert Path(env.args[1]) == REPO / 'config' / 'fastdds_shm.xml' and Path(env.args[1]).is_file()
-    assert env.kwargs['condition'].args[0].args == ('shm_transport',)
+    envs = by_type['SetEnvironmentVariable']     # Fast DDS 3.x and 2.x (Humble, Jazzy) names
+    assert sorted(e.args[0] for e in envs) == ['FASTDDS_DEFAULT_PROFILES_FILE',
+                                               'FASTRTPS_DEFAULT_PROFILES_FILE']
+    for env in envs:
+        assert Path(env.args[1]) == REPO / 'config' / 'fastdds_shm.xml'
+        assert Path(env.args[1]).is_file()
+        assert env.kwargs['condition'].args[0].args == ('shm_transport',)
     assert args['shm_transport']['default_value'] == 'true'
 
 

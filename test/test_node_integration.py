@@ -368,3 +368,17 @@ def test_node_pairs_with_message_filters_where_it_imports(setup):
     assert player.publish_infos(node, li, ri)
     player.publish(left, right, stamp_ns=7_000_000_000)
     assert player.out['disparity'].wait_for(lambda m: m.header.stamp.sec == 7) is not None
+
+
+def test_console_warns_when_no_pairs_arrive_and_names_the_cause(
+    ros_context, spin_nodes, make_player
+):
+    """Warn on the console, not only on /diagnostics: topics, publishers, the likely cause."""
+    from rcl_interfaces.msg import Log
+    ns = f'/itest{next(_ns)}'
+    player = make_player(namespace=ns, outputs=())
+    make_node(ros_context, spin_nodes, ns, no_pairs_timeout_seconds=0.3)
+    log = player.out['rosout'].wait_for(lambda m: 'no stereo pairs' in m.msg, timeout=10)
+    assert log is not None and log.level == Log.WARN
+    assert f'{ns}/left/image_rect: 1 publisher(s) (reliable)' in log.msg, log.msg
+    assert 'images received: 0' in log.msg and 'shared-memory profile in BOTH processes' in log.msg

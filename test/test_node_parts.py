@@ -291,3 +291,15 @@ def test_matcher_parameters_come_from_the_backend_option_table():
         P.ParamError, match="plugin_library applies to backend tensorrt, not 'onnxruntime'"
     ):
         P.matcher_options({'backend': 'onnxruntime', 'plugin_library': '/x.so'})
+
+
+def test_shm_profile_is_named_for_both_fast_dds_generations():
+    """Name both: Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x FASTDDS_..._PROFILES_FILE."""
+    from ffs_ros.node.transport import shm_profile_path, use_shm_profile
+    env = {}
+    assert use_shm_profile(env) == str(shm_profile_path())
+    assert env == {'FASTDDS_DEFAULT_PROFILES_FILE': str(shm_profile_path()),
+                   'FASTRTPS_DEFAULT_PROFILES_FILE': str(shm_profile_path())}
+    mine = {'FASTRTPS_DEFAULT_PROFILES_FILE': '/robot/profile.xml'}   # a user's own profile wins
+    assert use_shm_profile(mine) == '/robot/profile.xml'
+    assert mine['FASTDDS_DEFAULT_PROFILES_FILE'] == '/robot/profile.xml'

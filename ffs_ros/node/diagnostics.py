@@ -111,6 +111,13 @@ class NodeHealth:
         self._run_ages: deque = deque(maxlen=self.RUN_SAMPLES)
         self.input_resolution: Optional[tuple] = None
 
+    def seconds_without_pairs(self) -> float:
+        """Return the time since the last synchronized pair (since start-up when none came yet)."""
+        with self._lock:
+            return self._clock() - (
+                self.last_pair_time if self.last_pair_time is not None else self._start
+            )
+
     # ---- feeding (any thread) ----
     def pair_received(self) -> None:
         now = self._clock()

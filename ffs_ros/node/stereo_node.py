@@ -158,6 +158,7 @@ class StereoNode(Node):
         # camera infos: latest per side, and the last INFO_CACHE per side as (stamp_ns, msg)
         self._infos: list[Optional[CameraInfo]] = [None, None]
         self._prepared: set = set()
+        self._images_seen = [0, 0]
         self._info_cache = (deque(maxlen=INFO_CACHE), deque(maxlen=INFO_CACHE))
         self._info_by_stamp = [False, False]  # per side: infos carry their image's stamp
         self._info_wait = v['camera_info_wait_seconds']
@@ -253,6 +254,7 @@ class StereoNode(Node):
         threading.Thread(target=run, name=f'{self.get_name()}-prepare', daemon=True).start()
 
     def _on_image(self, side: int, msg: Image) -> None:
+        self._images_seen[side] += 1
         t = stamp_ns(msg)
         last = self._last_stamp[side]
         topic = (self.sub_left if side == LEFT else self.sub_right).topic_name
@@ -307,6 +309,51 @@ class StereoNode(Node):
             )
         self._worker.submit((left, right))
 
+    def _warn_if_no_pairs(self) -> None:
+        """Say on the console (not only on /diagnostics) when no pairs arrive, and why."""
+        if self._closing:
+            return
+        idle = self.health.seconds_without_pairs()
+        timeout = self.values['no_pairs_timeout_seconds']
+        now = time.monotonic()
+        every = max(timeout, self.values['log_throttle_seconds'])
+        if idle < timeout or now - self._log_last.get('no_pairs', -1e18) < every:
+            return
+        self._log_last['no_pairs'] = now
+        topics = []
+        for sub in (self.sub_left, self.sub_right):
+            infos = self.get_publishers_info_by_topic(sub.topic_name)
+            kinds = sorted({str(i.qos_profile.reliability.name).lower() for i in infos})
+            topics.append(
+                f'{sub.topic_name}: {len(infos)} publisher(s)'
+                + (f' ({", ".join(kinds)})' if kinds else '')
+            )
+        received = self._images_seen[LEFT] + self._images_seen[RIGHT]
+        subs = (self.sub_left, self.sub_right)
+        if not any(self.count_publishers(s.topic_name) for s in subs):
+            cause = (
+                'nobody publishes there: remap left/image_rect and right/image_rect to your '
+                'camera topics (launch arguments left_image/right_image, or -r) and check the '
+                'namespace'
+            )
+        elif not received:
+            cause = (
+                'publishers exist but no image arrived: large images over Fast DDS need the '
+                'shared-memory profile in BOTH processes (FASTDDS_DEFAULT_PROFILES_FILE, and for '
+                'Fast DDS 2.x (Humble, Jazzy) FASTRTPS_DEFAULT_PROFILES_FILE, = <ffs_ros '
+                'share>/config/fastdds_shm.xml, in the camera driver too), or the QoS do not '
+                'match (input_qos)'
+            )
+        else:
+            cause = (
+                'images arrive but never pair: left and right stamps differ (approximate_sync '
+                'with a tolerance, or fix the driver) or one side is missing'
+            )
+        self.get_logger().warning(
+            f'no stereo pairs for {idle:.1f} s (input QoS {self.values["input_qos"]}; '
+            f'{"; ".join(topics)}; images received: {received}); likely cause: {cause}'
+        )
+
     def _warn_throttled(self, key: str, text: str) -> None:
         now = time.monotonic()
         if now - self._log_last.get(key, -1e18) >= self.values['log_throttle_seconds']:
@@ -314,6 +361,10 @@ class StereoNode(Node):
             self.get_logger().warning(text)
 
     def publish_diagnostics(self) -> None:
+        try:
+            self._warn_if_no_pairs()
+        except Exception:  # a hint must never stop diagnostics (e.g. graph queries at shutdown)
+            pass
         statuses = self.health.report(sync_failures=self._sync.sync_failures, dropped=self.dropped)
         with self._publish_lock:
             if not self._closing:
