@@ -294,7 +294,7 @@ def test_matcher_parameters_come_from_the_backend_option_table():
 
 
 def test_shm_profile_is_named_for_both_fast_dds_generations():
-    """Name both: Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x FASTDDS_..._PROFILES_FILE."""
+    """Name both: Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x FASTDDS_... files."""
     from ffs_ros.node.transport import shm_profile_path, use_shm_profile
     env = {}
     assert use_shm_profile(env) == str(shm_profile_path())
