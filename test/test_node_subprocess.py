@@ -126,6 +126,10 @@ def test_stereo_node_subprocess_with_params_file_gets_output(tmp_path):
             ['onnxruntime', '/nonexistent/model.onnx'],
         ),
         (['-p', 'backend:=onnxruntime', '-p', 'precision:=fp32'], ['precision', 'tensorrt']),
+        # backend auto never swaps an explicit request it cannot serve for sgbm (issue 14.2)
+        (['-p', 'device:=cuda'], ['device', 'cuda']),
+        (['-p', 'model:=/nonexistent/dir'], ['/nonexistent/dir', 'does not exist']),
+        (['-p', 'net_width:=100', '-p', 'net_height:=64'], ['net_size', 'multiples of 32']),
     ],
 )
 def test_bad_parameters_exit_nonzero_with_a_clear_message(tmp_path, args, words):
@@ -147,3 +151,23 @@ def test_bad_parameters_exit_nonzero_with_a_clear_message(tmp_path, args, words)
     assert 'Traceback' not in r.stderr
     for w in words:
         assert w in r.stderr
+
+
+@pytest.mark.parametrize('content, words', [
+    (None, ['cannot be read', 'No such file']),
+    ('/**:\n  ros__parameters:\n    backend: [unclosed\n', ['is not valid YAML']),
+])
+def test_missing_or_malformed_params_file_is_one_line_and_exit_2(tmp_path, content, words):
+    """Refuse a params file that cannot be used: one line naming the file, exit 2."""
+    path = tmp_path / 'params.yaml'
+    if content is not None:
+        path.write_text(content)
+    r = subprocess.run(
+        [str(STEREO_NODE), '--ros-args', '--params-file', str(path)],
+        env=ros_env(tmp_path, offset=103), capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(path) in lines[0], r.stderr
+    for w in words:
+        assert w in lines[0]

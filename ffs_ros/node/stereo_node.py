@@ -619,9 +619,20 @@ def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
 
     # before anything slow (rclpy.init, loading the model): Ctrl-C at start-up stops cleanly too
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    rclpy.init(
-        args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO
-    )
+    args = sys.argv if argv is None else argv
+    problem = _params_file_problem(args)
+    if problem is not None:
+        print(f'stereo_node: {problem}', file=sys.stderr)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        return 2
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as e:  # RCLError: the arguments cannot be used (one line, not a traceback)
+        print(f'stereo_node: cannot start: {e}', file=sys.stderr)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        return 2
     try:
         node = StereoNode(matcher=matcher)
     except P.ParamError as e:
@@ -650,6 +661,25 @@ def main(argv=None, *, matcher: Optional[StereoMatcher] = None) -> int:
     if node.worker_abandoned:
         _exit_now(0)
     return 0
+
+
+def _params_file_problem(args) -> Optional[str]:
+    """Name a --params-file that is missing or not valid YAML (rcl only says 'Couldn't parse')."""
+    import yaml
+
+    for i, a in enumerate(args):
+        if a == '--params-file' and i + 1 < len(args):
+            path = args[i + 1]
+            try:
+                with open(path) as f:
+                    yaml.safe_load(f)
+            except OSError as e:
+                return f'params file {path} cannot be read ({e.strerror}); fix the path'
+            except yaml.YAMLError as e:
+                where = getattr(e, 'problem_mark', None)
+                line = f' at line {where.line + 1}' if where is not None else ''
+                return f'params file {path} is not valid YAML{line}; fix the file'
+    return None
 
 
 def _exit_now(code: int) -> None:
