@@ -360,6 +360,19 @@ class StereoPipeline:
                 release_free_memory()
         return out
 
+    def searched_max_disparity(self) -> float:
+        """Return the largest disparity reported (max_disparity, or what the matcher searches)."""
+        searched = self.matcher.info.max_disparity
+        cap = self._config.max_disparity
+        return float(min(cap, searched)) if searched else float(cap)
+
+    def nearest_depth(self) -> tuple[float, float] | None:
+        """Return (largest disparity px, nearest measurable depth fx * B / it m), last camera."""
+        if self._cam is None:
+            return None
+        d = self.searched_max_disparity()
+        return d, float(self._cam.fx * self._cam.baseline / d)
+
     def _disparity_msg(self, cam: StereoCamera, header):
         """(DisparityImage, writable HxW view of its image data)."""
         info = self.matcher.info
@@ -367,7 +380,7 @@ class StereoPipeline:
             cam,
             header,
             self._config.min_disparity,
-            self._config.max_disparity,
+            self.searched_max_disparity(),
             info.delta_d or DEFAULT_DELTA_D,
             info.valid_window,
         )

@@ -382,3 +382,22 @@ def test_console_warns_when_no_pairs_arrive_and_names_the_cause(
     assert log is not None and log.level == Log.WARN
     assert f'{ns}/left/image_rect: 1 publisher(s) (reliable)' in log.msg, log.msg
     assert 'images received: 0' in log.msg and 'shared-memory profile in BOTH processes' in log.msg
+
+
+def test_reported_disparity_range_is_what_the_matcher_searches(setup):
+    """Report the disparity range the matcher searches (64), not the config's (256).
+
+    The log and diagnostics state the nearest measurable depth fx * B / 64.
+    """
+    from ffs_ros.inference import load_matcher
+    matcher = load_matcher(backend='sgbm', max_disparity=64)
+    node, player = setup(matcher=matcher, max_disparity=256.0)
+    left, right, li, ri = plane_msgs()
+    assert player.publish_infos(node, li, ri)
+    player.publish(left, right, stamp_ns=8_000_000_000)
+    msg = player.out['disparity'].wait_for(lambda m: m.header.stamp.sec == 8)
+    assert msg is not None and msg.max_disparity == 64.0
+    near = FX * BASELINE / 64
+    log = player.out['rosout'].wait_for(lambda m: 'nearest measurable depth' in m.msg, timeout=5)
+    assert log is not None and f'{near:.2f} m' in log.msg
+    assert node.health.model_values['nearest measurable depth'] == f'{near:.2f} m'

@@ -159,6 +159,7 @@ class StereoNode(Node):
         self._infos: list[Optional[CameraInfo]] = [None, None]
         self._prepared: set = set()
         self._images_seen = [0, 0]
+        self._near_reported = None
         self._info_cache = (deque(maxlen=INFO_CACHE), deque(maxlen=INFO_CACHE))
         self._info_by_stamp = [False, False]  # per side: infos carry their image's stamp
         self._info_wait = v['camera_info_wait_seconds']
@@ -502,6 +503,21 @@ class StereoNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         age = (now_ns - stamp_ns(left)) / 1e9
         self.health.published(timings, age, (left.height, left.width))
+        self._report_near_range()
+
+    def _report_near_range(self) -> None:
+        """Once per camera: the nearest depth the matcher can measure (fx * B / max disparity)."""
+        near = self.pipeline.nearest_depth()
+        if near is None or near == self._near_reported:
+            return
+        self._near_reported = near
+        d, z = near
+        self.health.model_values['max disparity searched'] = f'{d:g} px'
+        self.health.model_values['nearest measurable depth'] = f'{z:.2f} m'
+        self.get_logger().info(
+            f'nearest measurable depth {z:.2f} m (fx * baseline / {d:g} px, the largest disparity '
+            f'searched); closer objects get no or wrong depth'
+        )
 
     def _on_worker_error(self, exc: BaseException, item) -> None:
         if self._closing:
