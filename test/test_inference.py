@@ -436,3 +436,21 @@ def test_results_do_not_alias_the_networks_buffers(random_model):
     kept = a.copy()
     m(*shifted_pair(64, 128, 4, seed=5))
     np.testing.assert_array_equal(a, kept)
+
+
+def test_auto_on_a_cpu_never_loads_torch():
+    """Libtorch costs ~330 MB of RSS: 'auto' on a machine without a CUDA GPU decides and runs ONNX Runtime
+    without importing torch (issue 14.5).
+    """
+    import subprocess
+    import sys
+    code = ('import sys, numpy as np\n'
+            'from ffs_ros.inference import load_matcher\n'
+            "m = load_matcher(None, 'auto')\n"
+            'm(np.zeros((64, 96, 3), np.uint8), np.zeros((64, 96, 3), np.uint8))\n'
+            "print(m.info.backend, 'torch' in sys.modules)\n")
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a CUDA GPU: auto may rightly choose torch')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['onnxruntime', 'False']

@@ -46,6 +46,34 @@ def resolve_model_path(model) -> Path:
     return d
 
 
+def cuda_torch_available() -> bool:
+    """Return whether torch can use a CUDA GPU, importing torch only where that is plausible.
+
+    Importing torch costs ~330 MB of RSS (libtorch) even when ONNX Runtime runs the model, so it is
+    imported only when a CUDA build of torch is installed and the machine has an NVIDIA device node
+    (discrete GPU or Jetson); elsewhere the answer is no without importing it.
+    """
+    import importlib.util
+    import os
+    import re
+
+    spec = importlib.util.find_spec('torch')
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version = os.path.join(list(spec.submodule_search_locations)[0], 'version.py')
+    try:
+        with open(version) as f:
+            cuda_build = re.search(r"^cuda[^=]*=\s*'[0-9]", f.read(), re.M) is not None
+    except OSError:
+        cuda_build = True          # unusual layout: ask torch itself
+    devices = ('/dev/nvidiactl', '/dev/nvidia0', '/dev/nvhost-ctrl-gpu', '/dev/nvgpu')
+    if not cuda_build or not any(os.path.exists(d) for d in devices):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def choose_backend(source, cuda_torch: bool | None = None, trt_ok: bool | None = None) -> str:
     """Choose the backend by the 'auto' policy.
 
@@ -60,12 +88,7 @@ def choose_backend(source, cuda_torch: bool | None = None, trt_ok: bool | None =
     if source.kind == 'plugin':
         return 'tensorrt'
     if cuda_torch is None:
-        try:
-            import torch
-
-            cuda_torch = torch.cuda.is_available()
-        except ImportError:
-            cuda_torch = False
+        cuda_torch = cuda_torch_available() if source.checkpoint is not None else False
     if has_onnx and trt_ok:
         return 'tensorrt'
     if source.checkpoint is not None and cuda_torch:
