@@ -439,8 +439,9 @@ def test_results_do_not_alias_the_networks_buffers(random_model):
 
 
 def test_auto_on_a_cpu_never_loads_torch():
-    """Libtorch costs ~330 MB of RSS: 'auto' on a machine without a CUDA GPU decides and runs ONNX Runtime
-    without importing torch (issue 14.5).
+    """Run 'auto' on a machine without a CUDA GPU without importing torch (libtorch: ~330 MB RSS).
+
+    It decides and runs ONNX Runtime; torch is never imported (issue 14.5).
     """
     import subprocess
     import sys
