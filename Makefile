@@ -13,11 +13,20 @@ venv: $(STAMP)
 # ROS 2 launch + `ros2 launch` wheels (not on PyPI) for test/test_launch_real.py, if ../shared has them
 LAUNCH_WHEELS := $(wildcard $(WHEELS)/ros2-launch/*.whl)
 
-# torch is pinned to the CPU wheel (an unpinned torch pulls GBs of CUDA packages).
+# torch: the version every test ran with. What it installs depends on the index pip reads. On a machine that reaches
+# the public index (pypi.org), the Linux torch wheel there is the CUDA build: it pulls several GB of nvidia-* packages
+# (harmless, but slow, and unused on a CPU-only machine). For the CPU-only wheel, ask PyTorch's CPU index:
+#     make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (the same for venv-jazzy). TORCH_SPEC picks another version or build, e.g. TORCH_SPEC='torch==2.13.0+cpu'.
+# With neither set (the default) the commands are exactly `pip install -q torch==2.13.0` with the configured index.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_ARGS = $(TORCH_SPEC)$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
+
 $(STAMP): requirements.txt setup.py $(LAUNCH_WHEELS)
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q $(TORCH_ARGS)
 	$(VPY) -m pip install -q -r requirements.txt
 	$(VPY) -m pip install -q --no-deps -e .
 	# ROS 2's sensor_msgs_py (not on PyPI) from ../shared when it is there: tests read our clouds with it
@@ -51,7 +60,7 @@ venv-jazzy: $(JSTAMP)
 $(JSTAMP): requirements.txt constraints-jazzy.txt setup.py
 	$(PY) -m venv $(JVENV)
 	$(JPY) -m pip install -q --upgrade pip
-	$(JPY) -m pip install -q torch==2.13.0 -c constraints-jazzy.txt
+	$(JPY) -m pip install -q $(TORCH_ARGS) -c constraints-jazzy.txt
 	$(JPY) -m pip install -q -r requirements.txt -c constraints-jazzy.txt
 	$(JPY) -m pip install -q --no-deps -e .
 	# the distro's paths: ROS 2 message_filters (the node pairs with it where it imports) and sensor_msgs_py, so
