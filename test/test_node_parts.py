@@ -303,3 +303,19 @@ def test_shm_profile_is_named_for_both_fast_dds_generations():
     mine = {'FASTRTPS_DEFAULT_PROFILES_FILE': '/robot/profile.xml'}   # a user's own profile wins
     assert use_shm_profile(mine) == '/robot/profile.xml'
     assert mine['FASTDDS_DEFAULT_PROFILES_FILE'] == '/robot/profile.xml'
+
+
+def test_stale_limit_follows_the_matcher_by_default():
+    """Judge staleness against the matcher's own time by default (stale_age_seconds 0, issue 14.6).
+
+    A 900 ms CPU model publishing 1 s old outputs is not stale; outputs that waited behind it are.
+    """
+    for age, stale in ((1.0, False), (3.5, True)):
+        h, clock = health(expected_rate=0.0, stale_age=0.0)
+        clock.t += 0.1
+        h.pair_received()
+        h.published({'match': 900.0}, age_s=age)
+        proc = by_name(h.report())['processing']
+        assert (proc.level == WARN and 'stale' in proc.message) is stale, proc.message
+        if stale:
+            assert '> 2700 ms' in proc.message

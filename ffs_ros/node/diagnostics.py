@@ -50,7 +50,7 @@ class HealthConfig:
     rate_tolerance: float = 0.5  # WARN below expected_rate * (1 - tolerance)
     window: float = 5.0  # s: rates, percentiles and bad input are judged over this
     no_pairs_timeout: float = 3.0  # s without a synchronized pair -> ERROR
-    stale_age: float = 0.5  # s: age p95 above this -> WARN
+    stale_age: float = 0.0  # s: age p95 above this -> WARN; 0 = max(0.5 s, 3 x match p50)
 
 
 class _Stamped:
@@ -292,12 +292,17 @@ class NodeHealth:
                 hw,
                 values,
             )
-        if age_p95 == age_p95 and age_p95 > c.stale_age:
+        # stale_age 0 = automatic: a few times what the matcher itself takes (a CPU model that
+        # needs 0.9 s per pair is not "stale" at 1 s; a frame waiting behind others is)
+        m50 = stage_pct.get('match', (float('nan'),))[0]
+        auto = max(0.5, 3e-3 * m50) if m50 == m50 else 0.5
+        limit = c.stale_age if c.stale_age > 0 else auto
+        if age_p95 == age_p95 and age_p95 > limit:
             return Status(
                 WARN,
                 name,
                 f'stale: outputs are {age_p95 * 1e3:.0f} ms old (p95) '
-                f'> {c.stale_age * 1e3:.0f} ms',
+                f'> {limit * 1e3:.0f} ms',
                 hw,
                 values,
             )

@@ -179,9 +179,10 @@ SPECS: tuple[ParamSpec, ...] = (
         ),
         ParamSpec(
             'stale_age_seconds',
-            0.5,
+            0.0,
             'diagnostics WARN when outputs are older than this at publish '
-            '(p95 of publish time - header stamp, s)',
+            "(p95 of publish time - header stamp, s); 0 = automatic: 3 x the matcher's median "
+            'time, at least 0.5 s (a CPU model is not stale for being slow)',
             0.0,
             3600.0,
         ),
