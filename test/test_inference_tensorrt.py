@@ -338,14 +338,14 @@ def test_build_engine_cli_turns_every_failure_into_one_line(
 ):
     from ffs_ros.cli import main
 
-    monkeypatch.setattr(tb, 'import_tensorrt', lambda: make_trt('10.3.0', fail_build=True))
+    monkeypatch.setattr(tb, 'import_tensorrt', lambda *a: make_trt('10.3.0', fail_build=True))
     assert main(['build-engine', '--model', str(export), '--cache-dir', str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
         'ffs-ros build-engine: error: TensorRT 10.3.0 failed to build'
     )
 
-    def broken():  # e.g. an API this TensorRT lacks
+    def broken(*a):  # e.g. an API this TensorRT lacks
         raise AttributeError("type object 'tensorrt.BuilderFlag' has no attribute 'FP16'")
 
     monkeypatch.setattr(tb, 'import_tensorrt', broken)
@@ -355,7 +355,7 @@ def test_build_engine_cli_turns_every_failure_into_one_line(
         "ffs-ros build-engine: error: AttributeError: type object 'tensorrt.BuilderFlag' has no "
         "attribute 'FP16'"
     ]
-    monkeypatch.setattr(tb, 'import_tensorrt', lambda: make_trt('11.1.0'))
+    monkeypatch.setattr(tb, 'import_tensorrt', lambda *a: make_trt('11.1.0'))
     assert main(['build-engine', '--model', str(export), '--cache-dir', str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert 'feature: ' in out and 'post: ' in out
@@ -547,3 +547,17 @@ def test_engine_temporaries_are_unique_per_builder(export, tmp_path, monkeypatch
     assert list(
         (tmp_path / 'c').glob('timing-*.cache')
     )  # the timing cache is kept beside the engines
+
+
+def test_build_engine_without_tensorrt_says_where_to_build_not_sgbm(export, capsys):
+    """A build request is not answered with 'use backend sgbm' (issue 14.6)."""
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip('TensorRT is installed here')
+    except ImportError:
+        pass
+    from ffs_ros.cli import main
+    assert main(['build-engine', '--model', str(export)]) == 2
+    err = capsys.readouterr().err
+    assert 'ffs-ros build-engine needs the TensorRT Python package' in err
+    assert 'sgbm' not in err and 'on the machine that will run them' in err

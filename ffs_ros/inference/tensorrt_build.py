@@ -55,17 +55,23 @@ class EngineBuildError(RuntimeError):
     """Building an engine failed; the message says why and what to try."""
 
 
-def import_tensorrt():
+BUILD_WHERE = ('build engines on the machine that will run them (engines do not move between '
+               'TensorRT versions or GPUs)')
+
+
+def import_tensorrt(purpose: str = 'backend tensorrt'):
     """Import tensorrt and check for a CUDA device.
 
-    Raises TensorRTUnavailable naming the alternatives otherwise.
+    Raises TensorRTUnavailable naming what to do otherwise: the other backends for `backend
+    tensorrt`, where to build for `ffs-ros build-engine` (sgbm is no answer to a build request).
     """
+    advice = ALTERNATIVES if purpose == 'backend tensorrt' else BUILD_WHERE
     try:
         import tensorrt as trt  # noqa: F401
     except ImportError as exc:
         raise TensorRTUnavailable(
-            f'backend tensorrt needs the TensorRT Python package (JetPack, or pip install '
-            f'tensorrt on an x86 CUDA machine), which is not installed; {ALTERNATIVES}'
+            f'{purpose} needs the TensorRT Python package (JetPack, or pip install '
+            f'tensorrt on an x86 CUDA machine), which is not installed; {advice}'
         ) from exc
     try:
         import torch
@@ -75,8 +81,8 @@ def import_tensorrt():
         cuda = False
     if not cuda:
         raise TensorRTUnavailable(
-            f'backend tensorrt needs a CUDA GPU visible to torch (used for device buffers and '
-            f'the correlation volume); none found. {ALTERNATIVES}'
+            f'{purpose} needs a CUDA GPU visible to torch (used for device buffers and '
+            f'the correlation volume); none found. {advice}'
         )
     return trt
 
@@ -424,7 +430,7 @@ def build_engines_for(
     """Build every engine of `source` (for `ffs-ros build-engine`); role -> engine path."""
     from ..contract import graph_input_shapes
 
-    trt = tensorrt_for(source, plugin_library, trt)
+    trt = tensorrt_for(source, plugin_library, trt, purpose='ffs-ros build-engine')
     net_hw = source.network_size or net_size
     if net_hw is None:
         raise ValueError(
@@ -457,13 +463,13 @@ def build_engines_for(
     return result
 
 
-def tensorrt_for(source, plugin_library=None, trt=None):
+def tensorrt_for(source, plugin_library=None, trt=None, purpose: str = 'backend tensorrt'):
     """Get TensorRT ready for `source`; return the tensorrt module.
 
     Ready means: imported, plugin libraries and standard plugins registered, the model an ONNX
     export (and, for the plugin export, its plugin registered).
     """
-    trt = trt or import_tensorrt()
+    trt = trt or import_tensorrt(purpose)
     if source.kind not in ('two_stage', 'single', 'plugin'):
         raise ValueError(
             f'TensorRT builds engines from ONNX; {source.describe()} is not ONNX. Export it with '
