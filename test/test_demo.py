@@ -76,8 +76,16 @@ def test_demo_writes_outputs_and_reports(tmp_path):
     )  # SGBM on one fixed generated scene (deterministic): depth within a few % of the truth
     disp = cv2.imread(str(out / 'disparity.png'))
     depth = cv2.imread(str(out / 'depth.png'))
-    assert disp.shape == depth.shape == (240, 320, 3)
+    left = cv2.imread(str(out / 'left.png'))
+    assert disp.shape == depth.shape == left.shape == (240, 320, 3)
     assert disp.reshape(-1, 3).std(axis=0).max() > 5  # colour-mapped, not blank
+    assert left.reshape(-1, 3).std(axis=0).max() > 5  # the scene, from the organized cloud
+    from ffs_ros.overview import overview_shape
+
+    assert cv2.imread(str(out / 'overview.png')).shape == overview_shape(240, 320)
+    # what was written, and the stated colour ranges (0-64 px; 16 x fx*B/64 px = 7.68 -> 10 m)
+    assert 'left.png, disparity.png, depth.png, overview.png' in r.stdout
+    assert 'disparity 0-64 px, depth 0-10 m' in r.stdout and 'cloud.ply (' in r.stdout
     data = (out / 'cloud.ply').read_bytes()
     head, _, body = data.partition(b'end_header\n')
     n = int(re.search(rb'element vertex (\d+)', head).group(1))

@@ -11,6 +11,7 @@ import pytest
 from test_inference_models import make_two_stage, shifted_pair
 
 from ffs_ros.cli import main
+from ffs_ros.overview import overview_shape
 
 FX, BASELINE, DISP = 200.0, 0.1, 16
 
@@ -62,7 +63,10 @@ def test_infer_with_k_txt_writes_disparity_depth_and_cloud(setup, capsys):
         ]
     )
     assert rc == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out.strip().splitlines()[-1])
+    assert f'wrote {out}/ left.png, disparity.npy' in cap.err and 'overview.png' in cap.err
+    assert 'warning' not in cap.err and 'skipped' not in cap.err
     assert summary['backend'] == 'onnxruntime' and set(summary['stages_ms']) >= {
         'feature',
         'gwc',
@@ -72,12 +76,28 @@ def test_infer_with_k_txt_writes_disparity_depth_and_cloud(setup, capsys):
     assert disp.dtype == np.float32 and disp.shape == (128, 256)
     assert np.nanmedian(np.abs(disp[4:-4, 24:-4] - DISP)) < 0.1
     assert cv2.imread(str(out / 'disparity.png')).shape == (128, 256, 3)
+    # what a person can judge: the left image, depth colours and the overview, all listed
+    np.testing.assert_array_equal(cv2.imread(str(out / 'left.png'))[..., ::-1], left)
+    assert cv2.imread(str(out / 'depth.png')).shape == (128, 256, 3)
+    assert cv2.imread(str(out / 'overview.png')).shape == overview_shape(128, 256)
+    assert summary['outputs'] == [
+        'left.png',
+        'disparity.npy',
+        'disparity.png',
+        'depth.npy',
+        'depth.png',
+        'cloud.ply',
+        'overview.png',
+    ]
+    assert summary['depth_colors_m'] == [0.0, 5.0]  # 16 x fx*B/64 px = 5 m, at most --max-depth
+    assert 'swap_check' not in summary  # a good match: no second pass
     depth = np.load(out / 'depth.npy')
     expected = FX * BASELINE / DISP  # 1.25 m
     assert np.nanmedian(depth) == pytest.approx(expected, rel=0.01)
     cloud = read_ply(out / 'cloud.ply')
-    assert len(cloud) == np.isfinite(depth).sum() and np.all(cloud['z'] <= 5)
-    ys, xs = np.nonzero(np.isfinite(depth))
+    kept = depth <= 5  # the cloud keeps [--min-depth, --max-depth]; depth.npy is not cut
+    assert len(cloud) == kept.sum() < np.isfinite(depth).sum() and np.all(cloud['z'] <= 5)
+    ys, xs = np.nonzero(kept)
     np.testing.assert_array_equal(cloud['r'], left[ys, xs, 0])
     i = len(cloud) // 2
     assert cloud['x'][i] == pytest.approx((xs[i] - 127.5) * cloud['z'][i] / FX, rel=1e-4)
@@ -107,6 +127,8 @@ def test_infer_with_camera_info_yaml_and_max_depth(setup, tmp_path):
             'onnxruntime',
             '--camera-info',
             str(info),
+            '--min-depth',
+            '1.2',
             '--max-depth',
             '1.3',
             '--out',
@@ -116,9 +138,13 @@ def test_infer_with_camera_info_yaml_and_max_depth(setup, tmp_path):
     assert rc == 0
     depth = np.load(out / 'depth.npy')  # baseline from the right camera's Tx = -fx*B
     assert np.nanmedian(depth) == pytest.approx(FX * BASELINE / DISP, rel=0.01)
-    assert (
-        np.all(np.isnan(depth) | (depth <= 1.3)) and np.isnan(depth).mean() > 0.05
-    )  # the far tail is cut
+    # as in stereo_node: the depth image keeps every valid disparity, only the cloud is cut to
+    # [min_depth, max_depth]
+    assert np.nanmax(depth) > 1.3
+    cloud = read_ply(out / 'cloud.ply')
+    assert np.all(cloud['z'] <= 1.3) and np.all(cloud['z'] >= 1.2)
+    kept = (depth >= 1.2) & (depth <= 1.3)
+    assert 0 < len(cloud) == kept.sum() < np.isfinite(depth).sum()
 
 
 def test_infer_errors_are_messages_not_tracebacks(setup, tmp_path, capsys):
@@ -197,6 +223,77 @@ def test_infer_errors_are_messages_not_tracebacks(setup, tmp_path, capsys):
     )
 
 
+def write_pair(path, left, right):
+    path.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path / 'l.png'), cv2.cvtColor(left, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(path / 'r.png'), cv2.cvtColor(right, cv2.COLOR_RGB2BGR))
+    return str(path / 'l.png'), str(path / 'r.png')
+
+
+def test_infer_warns_about_a_swapped_pair_and_a_missing_calibration(tmp_path, capsys):
+    """Warn about a swapped pair and note the depth skipped for lack of calibration.
+
+    sgbm turns the negative disparities of a swapped pair into NaN: the check sees few valid
+    pixels, matches the pair the other way round and says what to do.
+    """
+    left, right = shifted_pair(128, 320, DISP, seed=3)
+    lp, rp = write_pair(tmp_path, left, right)
+    out = tmp_path / 'swapped'
+    rc = main(['infer', '--left', rp, '--right', lp, '--backend', 'sgbm', '--out', str(out)])
+    assert rc == 0
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out.strip().splitlines()[-1])
+    assert 'left and right look swapped' in cap.err and "pass the left camera's image" in cap.err
+    assert summary['swap_check']['looks_swapped'] is True
+    assert summary['swap_check']['valid_fraction'] > 0.9 and summary['valid_fraction'] < 0.1
+    # without calibration: disparity only, and a note saying why
+    assert 'no calibration given, so depth.npy, depth.png and cloud.ply were skipped' in cap.err
+    assert not (out / 'depth.npy').exists() and not (out / 'cloud.ply').exists()
+    assert summary['outputs'] == ['left.png', 'disparity.npy', 'disparity.png', 'overview.png']
+    assert cv2.imread(str(out / 'overview.png')).shape == overview_shape(128, 320)
+    # the right order: no warning, no second pass
+    out = tmp_path / 'right_order'
+    rc = main(['infer', '--left', lp, '--right', rp, '--backend', 'sgbm', '--out', str(out)])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert 'warning' not in cap.err
+    assert 'swap_check' not in json.loads(cap.out.strip().splitlines()[-1])
+
+
+def test_swap_check_catches_a_network_that_matches_a_swapped_pair_with_garbage():
+    """Catch a swapped pair that a network matches with garbage (the shipped model).
+
+    A network returns mostly positive (wrong) disparities for a swapped pair: the match error
+    (the right image warped by the disparity vs the left) shows it.
+    """
+    from ffs_ros.cli.infer import match_error, swap_check
+    from ffs_ros.inference import load_matcher
+    from ffs_ros.synth import render_scene
+
+    scene = render_scene(np.random.default_rng(0), 128, 256, max_disparity=48, min_disparity=4.0)
+    matcher = load_matcher(None, 'onnxruntime')
+    try:
+        good = matcher.match(scene.left, scene.right)
+        assert 'swapped' not in swap_check(matcher, scene.left, scene.right, good)
+        bad = matcher.match(scene.right, scene.left)
+        check = swap_check(matcher, scene.right, scene.left, bad)
+    finally:
+        matcher.close()
+    assert check['valid_fraction'] > 0.5  # few NaN: the valid fraction alone would not see it
+    assert check['looks_swapped'] and check['swapped']['match_error'] < 0.5 < check['match_error']
+    # the true disparity scores well too (not 0: each view has its own noise, gain and blur)
+    ok = np.isfinite(scene.disparity) & ~scene.occluded
+    assert match_error(scene.left, scene.right, np.where(ok, scene.disparity, np.nan)) < 0.45
+
+
+def test_infer_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(['infer', '--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for shown in ('(default: 100.0)', '(default: 0.0)', '(default: auto)', '(default: letterbox)'):
+        assert shown in text, shown
+
+
 def test_build_engine_without_tensorrt_says_what_to_do(setup, capsys):
     try:
         import tensorrt  # noqa: F401
@@ -206,4 +303,6 @@ def test_build_engine_without_tensorrt_says_what_to_do(setup, capsys):
         pass
     _, model, _ = setup
     rc = main(['build-engine', '--model', str(model), '--precision', 'fp32'])
-    assert rc == 2 and 'needs the TensorRT Python package' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and 'needs the TensorRT Python package' in err
+    assert 'sgbm' not in err and 'build engines on the machine that runs them' in err

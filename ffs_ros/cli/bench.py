@@ -19,10 +19,14 @@ import time
 
 import numpy as np
 
+from .common import add_size_arguments, resolve_size, show_defaults
+
 OVERHEAD_STAGES = ('convert', 'depth', 'cloud', 'color', 'serialize')
+DEFAULT_SIZE = (640, 480)  # (width, height)
 
 
 def add_arguments(p) -> None:
+    show_defaults(p)
     p.add_argument('--backend', default='sgbm', help='matcher backend (default sgbm)')
     p.add_argument(
         '--model', default=None, help='model path (network backends; default: the shipped model)'
@@ -30,7 +34,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         '--device', default=None, help="device for network backends ('cpu', 'cuda:0', ...)"
     )
-    p.add_argument('--size', default='640x480', help='image size WxH (default 640x480)')
+    add_size_arguments(p, 'image size', DEFAULT_SIZE)
     p.add_argument('--iters', type=int, default=50, help='timed iterations (default 50)')
     p.add_argument('--warmup', type=int, default=5, help='untimed iterations first (default 5)')
     p.add_argument(
@@ -280,7 +284,8 @@ def run(args) -> int:
     tune_allocator()
 
     try:
-        width, height = parse_size(args.size)
+        width, height = resolve_size(args, 'bench', DEFAULT_SIZE)
+        parse_size(f'{width}x{height}')  # the bounds
         if args.iters < 1 or args.warmup < 0:
             raise ValueError('--iters must be >= 1 and --warmup >= 0')
         names = {s.strip() for s in args.outputs.split(',') if s.strip()}

@@ -16,8 +16,18 @@ from __future__ import annotations
 import logging
 import sys
 
+from .common import add_size_arguments, resolve_size, show_defaults
+
+# replaces the runtime alternatives (other backends) in "TensorRT is unavailable" errors: building
+# an engine has no alternative to TensorRT, only another machine
+BUILD_HINT = (
+    'build engines on the machine that runs them (Jetson: JetPack ships TensorRT; x86: pip '
+    'install tensorrt next to a CUDA build of torch)'
+)
+
 
 def add_arguments(p) -> None:
+    show_defaults(p)
     p.add_argument(
         '--model', default=None, help='model directory or .onnx (default: the shipped model)'
     )
@@ -27,10 +37,8 @@ def add_arguments(p) -> None:
         default=None,
         help='output file (single) or directory (two-stage); default: the cache',
     )
-    p.add_argument(
-        '--size',
-        default=None,
-        help='WxH network size for ONNX with symbolic height/width (multiples of 32)',
+    add_size_arguments(
+        p, 'network size for ONNX with symbolic height/width, multiples of 32'
     )
     p.add_argument('--workspace-gb', type=float, default=4.0, help='builder workspace limit (GiB)')
     p.add_argument(
@@ -66,6 +74,23 @@ def parse_size(text):
     return h, w
 
 
+def net_size(args):
+    """(H, W) from --width/--height or --size WxH (multiples of 32); None when not given."""
+    wh = resolve_size(args, 'build-engine')
+    return None if wh is None else parse_size(f'{wh[0]}x{wh[1]}')
+
+
+def error_text(exc) -> str:
+    """One line for a failure; TensorRT-missing errors say where to build, not other backends."""
+    from ffs_ros.inference.tensorrt_build import ALTERNATIVES, TensorRTUnavailable
+
+    if isinstance(exc, TensorRTUnavailable):
+        return str(exc).replace(ALTERNATIVES, BUILD_HINT)
+    if isinstance(exc, (ValueError, RuntimeError)):
+        return str(exc)
+    return f'{type(exc).__name__}: {exc}'
+
+
 def run(args) -> int:
     from ffs_ros.contract import detect_model
     from ffs_ros.inference import resolve_model_path
@@ -80,7 +105,7 @@ def run(args) -> int:
             source,
             out=args.out,
             precision=args.precision,
-            net_size=parse_size(args.size),
+            net_size=net_size(args),
             workspace_gb=args.workspace_gb,
             opt_level=args.opt_level,
             force=True,
@@ -89,12 +114,7 @@ def run(args) -> int:
         )
     # every failure (TensorRT API, I/O, contract) is one line + exit 2
     except Exception as exc:
-        print(
-            f'ffs-ros build-engine: error: {exc}'
-            if isinstance(exc, (ValueError, RuntimeError))
-            else f'ffs-ros build-engine: error: {type(exc).__name__}: {exc}',
-            file=sys.stderr,
-        )
+        print(f'ffs-ros build-engine: error: {error_text(exc)}', file=sys.stderr)
         return 2
     for role, path in paths.items():
         print(f'{role}: {path}')

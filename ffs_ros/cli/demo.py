@@ -70,28 +70,43 @@ def make_scenes(n: int, h: int, w: int, max_disp: float, seed: int):
     ]
 
 
-def write_pngs(out: Path, disparity_msg, depth_msg, max_disp: float) -> None:
-    import cv2
+def cloud_left_image(cloud, h: int, w: int):
+    """Return the left image (HxWx3 RGB) kept in an organized colour cloud, or None.
 
+    Every point of an organized cloud keeps its pixel's colour, NaN points included.
+    """
+    off = {f.name: f.offset for f in cloud.fields}
+    if (cloud.height, cloud.width) != (h, w) or 'rgb' not in off:
+        return None
+    raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(h, w, cloud.point_step)
+    order = '>u4' if cloud.is_bigendian else '<u4'
+    packed = raw[..., off['rgb']: off['rgb'] + 4].copy().view(order)[..., 0]
+    return np.stack([(packed >> s) & 255 for s in (16, 8, 0)], axis=-1).astype(np.uint8)
+
+
+def write_pngs(out: Path, disparity_msg, depth_msg, max_disp: float, cloud_msg=None) -> str:
+    """Write left.png, disparity.png, depth.png and overview.png of the last frame.
+
+    Disparity colours span [0, the disparity range the node reports] px, depth colours a fixed
+    range from 0 m (ffs_ros.overview.depth_range); the left image comes from the organized colour
+    cloud (none with a dense or colourless one). Returns a description of what was written.
+    """
     from ..convert import image_to_numpy
-    from ..geometry import color_map_disparity
+    from ..overview import depth_range, write_images
 
     disp = np.array(image_to_numpy(disparity_msg.image), dtype=np.float32)
-    cv2.imwrite(
-        str(out / 'disparity.png'),
-        cv2.cvtColor(color_map_disparity(disp, max_disp), cv2.COLOR_RGB2BGR),
-    )
+    dmax = float(disparity_msg.max_disparity) if disparity_msg.max_disparity > 0 else max_disp
     z = np.array(image_to_numpy(depth_msg), dtype=np.float32)
     if depth_msg.encoding == '16UC1':
         z = np.where(z > 0, z / 1000.0, np.nan)
-    valid = np.isfinite(z) & (z > 0)
-    inv = np.zeros_like(z)
-    if valid.any():
-        lo, hi = np.percentile(z[valid], [1, 99])
-        inv[valid] = np.clip((hi - z[valid]) / max(hi - lo, 1e-6), 0, 1)  # near = 1 (red)
-    col = cv2.applyColorMap((inv * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    col[~valid] = 0
-    cv2.imwrite(str(out / 'depth.png'), col)
+    lo_hi = depth_range(disparity_msg.f * disparity_msg.t, dmax)
+    h, w = disp.shape
+    left = None if cloud_msg is None else cloud_left_image(cloud_msg, h, w)
+    written = write_images(out, left, disp, dmax, z, lo_hi)
+    return (
+        ', '.join(p.name for p in written)
+        + f' (colours: disparity 0-{dmax:g} px, depth {lo_hi[0]:g}-{lo_hi[1]:g} m)'
+    )
 
 
 class Recorder:
@@ -309,7 +324,9 @@ def report(
         )
         return 1
     out.mkdir(parents=True, exist_ok=True)
-    write_pngs(out, last['disparity'], last['depth'], args.max_disparity)
+    images = write_pngs(
+        out, last['disparity'], last['depth'], args.max_disparity, last['points2']
+    )
     from ..messages import cloud_points
     from ..ply import write_ply
 
@@ -347,7 +364,8 @@ def report(
                 f'{played.rss_end - played.rss_warm:+.1f} MB',
             )
         )
-    rows.append(('outputs', f'{out}/disparity.png, depth.png, cloud.ply ({npts} points)'))
+    rows.append(('outputs', f'{out}/ {images}'))
+    rows.append(('', f'{out}/cloud.ply ({npts} points)'))
     width = max(len(r[0]) for r in rows)
     info = node.matcher.info
     print(

@@ -2,27 +2,27 @@
 
 A trained checkpoint -> feature_runner.onnx, post_runner.onnx, onnx.yaml (upstream two-stage
 contract), optionally with symbolic H/W (--dynamic) and a single-graph model.onnx (--single).
+The traced size is --width W --height H (default 320 x 256); the old --size HxW (height first,
+unlike every other tool's WxH --size) still works, with a deprecation warning.
 """
 
 from __future__ import annotations
 
+from .common import add_size_arguments, resolve_size, show_defaults
 
-def _size(text):
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise ValueError(f'--size {text!r}: expected HxW, e.g. 256x320') from None
-    return h, w
+DEFAULT_SIZE = (320, 256)  # (width, height)
 
 
 def add_arguments(parser):
+    show_defaults(parser)
     parser.add_argument(
         '--checkpoint', required=True, help='.pt written by ffs-ros train (or models/ffs_small.pt)'
     )
-    parser.add_argument(
-        '--size',
-        default='256x320',
-        help='HxW traced (fixed size unless --dynamic); multiples of 32',
+    add_size_arguments(
+        parser,
+        'size traced (fixed unless --dynamic), multiples of 32',
+        DEFAULT_SIZE,
+        legacy_hxw=True,
     )
     parser.add_argument(
         '--iters', type=int, default=None, help='refinement iterations unrolled (default: model)'
@@ -42,7 +42,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     try:
-        h, w = _size(args.size)
+        w, h = resolve_size(args, 'export', DEFAULT_SIZE, legacy_hxw=True)
         from ffs_ros.model import load_model
         from ffs_ros.model.export import export_two_stage
 
