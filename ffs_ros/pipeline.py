@@ -402,9 +402,8 @@ def tune_allocator() -> bool:
     """Keep large freed blocks in the process heap (glibc only), once per process.
 
     Called once at start-up by the programs that run the pipeline (stereo_node's main, ffs-ros
-    bench, demo
-    and bag), not by the pipeline itself: a library should not change process-wide allocator
-    settings.
+    bench, demo and bag), not by the pipeline itself: a library should not change process-wide
+    allocator settings.
 
     Every frame creates multi-megabyte message buffers. With glibc's defaults each one is a fresh
     mmap whose pages fault in again (measured: cloud + serialisation 3.5+8 ms instead of

@@ -5,10 +5,8 @@ demo.
 
 Geometry. Every surface is a plane in *disparity space* of the left camera, d(x, y) = a*x + b*y + c
 (a fronto-parallel plane has a = b = 0; a level ground plane has d depending on y only), with a
-support
-mask and a texture, both attached to left-image coordinates. A rectified right camera sees the
-left point
-(x, y) at (x - d(x, y), y). So
+support mask and a texture, both attached to left-image coordinates. A rectified right camera sees
+the left point (x, y) at (x - d(x, y), y). So
 
 * the left image is a z-buffer over objects at the integer left pixels (larger disparity =
 nearer), and
@@ -18,14 +16,11 @@ coordinate
   texture are sampled; again the largest disparity wins.
 
 Disparity is therefore exact for every left pixel. A left pixel is `occluded` when x - d < 0 or
-when some
-other surface with a larger disparity covers its right-image position.
+when some other surface with a larger disparity covers its right-image position.
 
 Textures mix crops of scikit-image's bundled sample photographs (never `stereo_motorcycle`, which
-is our
-validation scene) with procedural multi-scale noise; each view gets its own photometric change
-(gain,
-gamma, noise, blur) unless `photometric=False`.
+is our validation scene) with procedural multi-scale noise; each view gets its own photometric
+change (gain, gamma, noise, blur) unless `photometric=False`.
 """
 
 from __future__ import annotations

@@ -305,4 +305,4 @@ def test_build_engine_without_tensorrt_says_what_to_do(setup, capsys):
     rc = main(['build-engine', '--model', str(model), '--precision', 'fp32'])
     err = capsys.readouterr().err
     assert rc == 2 and 'needs the TensorRT Python package' in err
-    assert 'sgbm' not in err and 'build engines on the machine that runs them' in err
+    assert 'sgbm' not in err and 'build engines on the machine that will run them' in err

@@ -548,16 +548,3 @@ def test_engine_temporaries_are_unique_per_builder(export, tmp_path, monkeypatch
         (tmp_path / 'c').glob('timing-*.cache')
     )  # the timing cache is kept beside the engines
 
-
-def test_build_engine_without_tensorrt_says_where_to_build_not_sgbm(export, capsys):
-    """A build request is not answered with 'use backend sgbm' (issue 14.6)."""
-    try:
-        import tensorrt  # noqa: F401
-        pytest.skip('TensorRT is installed here')
-    except ImportError:
-        pass
-    from ffs_ros.cli import main
-    assert main(['build-engine', '--model', str(export)]) == 2
-    err = capsys.readouterr().err
-    assert 'ffs-ros build-engine needs the TensorRT Python package' in err
-    assert 'sgbm' not in err and 'on the machine that will run them' in err

@@ -15,8 +15,7 @@ Bad pairs are
 counted and reported with their reason, never fatal.
 
 rosbags (pure Python, PyPI) reads and writes the bags; rclpy's own CDR (de)serialisation turns
-records into the
-message objects the pipeline takes, so no message conversion is hand-written here.
+records into the message objects the pipeline takes, so no message conversion is hand-written here.
 """
 
 from __future__ import annotations

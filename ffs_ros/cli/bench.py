@@ -3,9 +3,8 @@
 Builds synthetic rectified Image/CameraInfo messages (our own scene generator), runs them through
 StereoPipeline exactly as the node's worker does (convert, match, depth, cloud) and serialises the
 outputs with rclpy (what publishing costs before the transport: 'serialize'). Stages that the
-matcher reports in `last_timings` are listed as 'match/<name>'. `overhead` is everything except
-the matcher, per iteration: convert + depth + cloud + serialize (wall clock; `overhead_cpu_p50_ms`
-is
+matcher reports in `last_timings` are listed as 'match/<name>'. `overhead` is everything except the
+matcher, per iteration: convert + depth + cloud + serialize (wall clock; `overhead_cpu_p50_ms` is
 the same in CPU time of the calling thread, which stays meaningful on a shared, busy machine).
 """
 

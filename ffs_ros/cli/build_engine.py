@@ -1,14 +1,11 @@
 """`ffs-ros build-engine`: build TensorRT engine(s) from a model's ONNX (for deployment images).
 
 Without --out the engines go to the cache (~/.cache/ffs_ros/engines/, keyed by ONNX sha256,
-TensorRT version, GPU,
-compute capability, precision and shapes), where the tensorrt backend finds them. With --out, a
-two-stage model's
-engines are written as OUT/feature_runner.engine and OUT/post_runner.engine (put them next to
-their ONNX to use
-them as prebuilt engines); a single-engine model's engine is written to the file OUT. Every
-failure is one line on
-stderr and exit code 2.
+TensorRT version, GPU, compute capability, precision and shapes), where the tensorrt backend finds
+them. With --out, a two-stage model's engines are written as OUT/feature_runner.engine and
+OUT/post_runner.engine (put them next to their ONNX to use them as prebuilt engines); a
+single-engine model's engine is written to the file OUT. Every failure is one line on stderr and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -17,13 +14,6 @@ import logging
 import sys
 
 from .common import add_size_arguments, resolve_size, show_defaults
-
-# replaces the runtime alternatives (other backends) in "TensorRT is unavailable" errors: building
-# an engine has no alternative to TensorRT, only another machine
-BUILD_HINT = (
-    'build engines on the machine that runs them (Jetson: JetPack ships TensorRT; x86: pip '
-    'install tensorrt next to a CUDA build of torch)'
-)
 
 
 def add_arguments(p) -> None:
@@ -81,11 +71,7 @@ def net_size(args):
 
 
 def error_text(exc) -> str:
-    """One line for a failure; TensorRT-missing errors say where to build, not other backends."""
-    from ffs_ros.inference.tensorrt_build import ALTERNATIVES, TensorRTUnavailable
-
-    if isinstance(exc, TensorRTUnavailable):
-        return str(exc).replace(ALTERNATIVES, BUILD_HINT)
+    """Return one line for a failure (TensorRT-missing errors already say where to build)."""
     if isinstance(exc, (ValueError, RuntimeError)):
         return str(exc)
     return f'{type(exc).__name__}: {exc}'

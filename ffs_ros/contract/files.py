@@ -21,12 +21,10 @@ directory that holds both
 up into
   ``ModelSource.engines``.
 
-Sizes, channel counts, the number of groups and disparities are read from the graphs;
-``onnx.yaml`` supplies only
-what a graph cannot say (``normalize``, and ``max_disp``/``cv_group`` when the volume axes are
-symbolic).
-Every mismatch raises :class:`ModelContractError` naming the file, what was found and what was
-expected.
+Sizes, channel counts, the number of groups and disparities are read from the graphs; ``onnx.yaml``
+supplies only what a graph cannot say (``normalize``, and ``max_disp``/``cv_group`` when the volume
+axes are symbolic). Every mismatch raises :class:`ModelContractError` naming the file, what was
+found and what was expected.
 """
 
 from __future__ import annotations

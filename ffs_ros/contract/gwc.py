@@ -8,11 +8,10 @@ and, when `normalize` is true, that sum is divided by ||L_g(h, w)|| * ||R_g(h, w
 (per-group cosine). Sums accumulate in float32; the result is laid out [B, G, D, H, W].
 
 `gwc_volume_torch` is the differentiable implementation our own model trains with;
-`gwc_volume_into` the
-inference one for devices (one batched pass written into the post graph's buffer);
-`gwc_volume_numpy` is the CPU implementation for ONNX Runtime: the same formula evaluated as
-banded small matrix
-products (BLAS) over blocks of columns, split over worker threads (see its docstring).
+`gwc_volume_into` the inference one for devices (one batched pass written into the post graph's
+buffer); `gwc_volume_numpy` is the CPU implementation for ONNX Runtime: the same formula evaluated
+as banded small matrix products (BLAS) over blocks of columns, split over worker threads (see its
+docstring).
 """
 
 from __future__ import annotations
@@ -150,23 +149,16 @@ def gwc_volume_into(
 ):
     """Inference volume on the features' device in one batched pass, written straight into `out`.
 
-    left, right: torch tensors [B, C, H, W] (any float dtype; sums accumulate in float32). `out`:
-    a preallocated
-    [B, G, D, H, W] tensor in the dtype the post graph takes (float16 or float32), or None for a
-    new float32 one.
-    The same banded matrix products as :func:`gwc_volume_numpy`: per image row of every group, the
-    [W, C/G] left
-    features times the [C/G, W+D-1] right features (zero-padded by D-1 columns on the left) give
-    every dot product
-    the volume needs on a band of diagonals; a strided view reads the D diagonals out, only they
-    are divided by
-    the norm products, and one copy writes them (and the cast) into `out`. Rows are processed in
-    chunks of at most
-    `max_elements` products (64 M floats = 256 MB by default) so the temporary stays bounded at
-    large sizes; with
-    the usual sizes (640x480: 960 rows) it is one chunk, i.e. a handful of kernels and no Python
-    loop over
-    disparities.
+    left, right: torch tensors [B, C, H, W] (any float dtype; sums accumulate in float32). `out`: a
+    preallocated [B, G, D, H, W] tensor in the dtype the post graph takes (float16 or float32), or
+    None for a new float32 one. The same banded matrix products as :func:`gwc_volume_numpy`: per
+    image row of every group, the [W, C/G] left features times the [C/G, W+D-1] right features
+    (zero-padded by D-1 columns on the left) give every dot product the volume needs on a band of
+    diagonals; a strided view reads the D diagonals out, only they are divided by the norm
+    products, and one copy writes them (and the cast) into `out`. Rows are processed in chunks of
+    at most `max_elements` products (64 M floats = 256 MB by default) so the temporary stays
+    bounded at large sizes; with the usual sizes (640x480: 960 rows) it is one chunk, i.e. a
+    handful of kernels and no Python loop over disparities.
     """
     import torch
 

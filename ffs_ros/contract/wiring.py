@@ -80,12 +80,9 @@ def feature_output_shapes(src: ModelSource, net_hw: tuple[int, int]) -> dict:
     """Feature-graph output name -> concrete shape at network size `net_hw`.
 
     Fixed dimensions come from the graph; symbolic spatial ones from the stride in the contract
-    name
-    (``*_04`` = 1/4, ``*_08``, ``*_16``, ``*_32``, ``stem_2x`` = 1/2). When a channel axis is
-    symbolic too (some
-    dynamic exports), the shapes are measured once by running the feature graph on zeros with ONNX
-    Runtime (CPU).
-    A fixed graph at another size raises ValueError.
+    name (``*_04`` = 1/4, ``*_08``, ``*_16``, ``*_32``, ``stem_2x`` = 1/2). When a channel axis is
+    symbolic too (some dynamic exports), the shapes are measured once by running the feature graph
+    on zeros with ONNX Runtime (CPU). A fixed graph at another size raises ValueError.
     """
     h, w = net_hw
     shapes = {}

@@ -1,10 +1,9 @@
 """Stereo matching behind one interface: ``load_matcher(...)`` -> StereoMatcher.
 
 All backend policy lives here: which backend ``auto`` picks, the fall-back to SGBM while no model
-is installed,
-which options a backend takes (:mod:`.options`). Backends only say how a graph runs; the matcher
-around them is
-:class:`~.network.NetworkMatcher` (plus :class:`~.sgbm.SGBMMatcher`, the model-free baseline).
+is installed, which options a backend takes (:mod:`.options`). Backends only say how a graph runs;
+the matcher around them is :class:`~.network.NetworkMatcher` (plus :class:`~.sgbm.SGBMMatcher`, the
+model-free baseline).
 """
 
 from __future__ import annotations
@@ -103,12 +102,10 @@ def load_matcher(model=None, backend: str = 'auto', device=None, **options) -> S
 
     model: a model directory or file (see ffs_ros.contract), or None for the shipped default model.
     backend: 'auto', 'sgbm' (needs no model), 'onnxruntime', 'torch' or 'tensorrt'. 'auto' with no
-    model given and
-    none installed falls back to sgbm (logged); every other failure raises.
-    device: None (best available), 'cpu', 'cuda', 'cuda:N'.
-    options: see ffs_ros.inference.options (resize_mode, net_size, cuda_graph, precision,
-    plugin_library, ...).
-    Raises ValueError / RuntimeError with a message naming what to change.
+    model given and none installed falls back to sgbm (logged); every other failure raises. device:
+    None (best available), 'cpu', 'cuda', 'cuda:N'. options: see ffs_ros.inference.options
+    (resize_mode, net_size, cuda_graph, precision, plugin_library, ...). Raises ValueError /
+    RuntimeError with a message naming what to change.
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r}; choose one of {", ".join(BACKENDS)}')

@@ -16,14 +16,11 @@ DEFAULT_DELTA_D = 1.0 / 16.0
 class MatcherInfo:
     """What a matcher reports for diagnostics, DisparityImage fields and tools.
 
-    network_size: (H, W) the network runs at (None: any size / no network).
-    valid_window: (x, y, width, height) of the region of the *output image* (input resolution)
-    where the matcher
-    can produce disparities, for the last input size seen (None before the first frame: the whole
-    image).
-    max_disparity: the largest disparity the matcher searches, in output-image pixels (None:
-    unknown).
-    delta_d: the smallest disparity step it resolves (px).
+    network_size: (H, W) the network runs at (None: any size / no network). valid_window: (x, y,
+    width, height) of the region of the *output image* (input resolution) where the matcher can
+    produce disparities, for the last input size seen (None before the first frame: the whole
+    image). max_disparity: the largest disparity the matcher searches, in output-image pixels
+    (None: unknown). delta_d: the smallest disparity step it resolves (px).
     """
 
     backend: str  # 'sgbm', 'onnxruntime', 'torch', 'tensorrt'

@@ -1,13 +1,10 @@
 """Where the time of a network matcher goes, per stage (``python -m ffs_ros.inference.benchmark``).
 
-Runs a matcher on a generated textured pair at the given size and prints, per stage, the median
-and the minimum
-wall-clock ms over the timed iterations, and the share of everything that is not the two graphs
-(preprocess + GWC
-+ postprocess + glue) in the whole ``match`` call (median per call, and from the per-stage minima,
-which is robust
-to other processes on a shared machine). ``ffs-ros bench`` covers the full node path; this is the
-model-only view used for the README tables.
+Runs a matcher on a generated textured pair at the given size and prints, per stage, the median and
+the minimum wall-clock ms over the timed iterations, and the share of everything that is not the
+two graphs (preprocess + GWC + postprocess + glue) in the whole ``match`` call (median per call,
+and from the per-stage minima, which is robust to other processes on a shared machine). ``ffs-ros
+bench`` covers the full node path; this is the model-only view used for the README tables.
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ class Device:
     """A torch device with the matcher's own stream.
 
     `stream`: normally None (a new non-default ``torch.cuda.Stream`` on CUDA, none on CPU); tests
-    pass a stand-in
-    with a ``cuda_stream`` handle to exercise code that hands the stream to TensorRT without a GPU.
+    pass a stand-in with a ``cuda_stream`` handle to exercise code that hands the stream to
+    TensorRT without a GPU.
     """
 
     def __init__(self, spec=None, stream=None) -> None:

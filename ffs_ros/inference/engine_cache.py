@@ -1,11 +1,9 @@
 """Where built TensorRT engines are kept and when they must be rebuilt (pure; no TensorRT needed).
 
 An engine is valid only for the exact ONNX bytes, TensorRT version, GPU model and compute
-capability, precision and
-input shapes it was built for; all of these go into the cache key, so any change selects another
-file and the engine
-is rebuilt. Default directory: ``~/.cache/ffs_ros/engines/`` (``$XDG_CACHE_HOME/ffs_ros/engines``
-when set;
+capability, precision and input shapes it was built for; all of these go into the cache key, so any
+change selects another file and the engine is rebuilt. Default directory:
+``~/.cache/ffs_ros/engines/`` (``$XDG_CACHE_HOME/ffs_ros/engines`` when set;
 ``FFS_ROS_ENGINE_CACHE`` overrides both).
 """
 

@@ -1,13 +1,10 @@
 """Resolution handling: fit camera images to a network size and map the disparity back.
 
 ``letterbox`` (default): one uniform scale s (never above 1 unless ``allow_upscale``) so the image
-fits the network,
-pad right/bottom (edge-replicated), run, crop the valid region, resize the disparity back to the
-camera resolution and
-multiply it by 1/s. ``stretch``: scale x and y independently to the network size (for engines
-built for another aspect
-ratio); disparity is divided by the horizontal scale. For graphs with symbolic spatial axes the
-network size is the
+fits the network, pad right/bottom (edge-replicated), run, crop the valid region, resize the
+disparity back to the camera resolution and multiply it by 1/s. ``stretch``: scale x and y
+independently to the network size (for engines built for another aspect ratio); disparity is
+divided by the horizontal scale. For graphs with symbolic spatial axes the network size is the
 input size rounded up to a multiple of 32 (scale 1, padding only).
 
 The plan is pure (:func:`plan_resize`); :func:`to_network` / :func:`from_network` apply it to

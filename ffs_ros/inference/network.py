@@ -1,8 +1,7 @@
 """The one network matcher: plan -> preprocess -> run the network -> postprocess.
 
 A backend only says how one graph runs (:class:`Graphs`): ONNX Runtime, PyTorch or TensorRT.
-Everything else is
-here, once:
+Everything else is here, once:
 
 * **plan** -- fit the camera image to the network size (:mod:`.letterbox`);
 * **preprocess** -- letterbox, NCHW float, ImageNet normalisation for the single-engine contract;
@@ -12,18 +11,13 @@ here, once:
 * **postprocess** -- crop, resize back, scale, invalidate (NaN where no match is possible).
 
 Two runners share that sequence. On the **host** (numpy; ONNX Runtime on a CPU) OpenCV does the
-letterbox and the
-volume is the BLAS one. On a **device** (torch tensors; CUDA on robots, CPU in tests) everything
-runs inside the
-matcher's :class:`~.device.Device` scope, on its own stream: the pair goes up in one copy from a
-reused pinned buffer,
-letterbox/normalise/volume/crop/resize happen on the device, the disparity comes down in one copy,
-and the stream is
-synchronised once, after which the stage times (CUDA events) are read. Optionally (``cuda_graph``)
-the network part is
+letterbox and the volume is the BLAS one. On a **device** (torch tensors; CUDA on robots, CPU in
+tests) everything runs inside the matcher's :class:`~.device.Device` scope, on its own stream: the
+pair goes up in one copy from a reused pinned buffer, letterbox/normalise/volume/crop/resize happen
+on the device, the disparity comes down in one copy, and the stream is synchronised once, after
+which the stage times (CUDA events) are read. Optionally (``cuda_graph``) the network part is
 captured once per network size into a CUDA graph and replayed; a size that cannot be captured is
-logged once and
-runs without a graph.
+logged once and runs without a graph.
 """
 
 from __future__ import annotations
@@ -96,10 +90,9 @@ class NetworkMatcher(StereoMatcher):
     """StereoMatcher for every network backend.
 
     Options: ``resize_mode`` ('letterbox' | 'stretch'), ``allow_upscale`` (scale > 1 for small
-    images on a
-    fixed-size graph), ``net_size`` ((H, W) to run a dynamic graph at a fixed size),
-    ``remove_invisible`` (NaN where
-    x - d < 0: no match possible in the right image), ``cuda_graph`` (device runner on CUDA only).
+    images on a fixed-size graph), ``net_size`` ((H, W) to run a dynamic graph at a fixed size),
+    ``remove_invisible`` (NaN where x - d < 0: no match possible in the right image),
+    ``cuda_graph`` (device runner on CUDA only).
     """
 
     def __init__(

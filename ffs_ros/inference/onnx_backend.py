@@ -1,13 +1,11 @@
 """ONNX Runtime: how a graph runs (host numpy buffers, or I/O binding onto torch device tensors).
 
 CPU: the CPU execution provider, intra-op threads = cores, numpy in and out (the host runner of
-:class:`~.network.NetworkMatcher`). GPU (onnxruntime-gpu, CUDA or TensorRT execution provider):
-I/O binding onto
-torch CUDA tensors so features and the volume never leave the device (the device runner), with the
-matcher's own
-stream given to ONNX Runtime as its compute stream. CUDA graphs are refused with this backend:
-ONNX Runtime runs on
-its own terms inside ``Run()`` (it synchronises at the end) and cannot be captured from outside.
+:class:`~.network.NetworkMatcher`). GPU (onnxruntime-gpu, CUDA or TensorRT execution provider): I/O
+binding onto torch CUDA tensors so features and the volume never leave the device (the device
+runner), with the matcher's own stream given to ONNX Runtime as its compute stream. CUDA graphs are
+refused with this backend: ONNX Runtime runs on its own terms inside ``Run()`` (it synchronises at
+the end) and cannot be captured from outside.
 """
 
 from __future__ import annotations

@@ -76,8 +76,7 @@ def binding_plan(io: list, shapes: dict) -> BindingPlan:
     """Check `shapes` (input name -> shape) against the engine I/O and decide what to set.
 
     Every engine input must be given, fixed dimensions must match, and no unknown name may be
-    passed; errors say
-    which tensor and what the engine expects.
+    passed; errors say which tensor and what the engine expects.
     """
     names = {t.name for t in io if t.is_input}
     unknown = sorted(set(shapes) - names)

@@ -9,14 +9,10 @@ quarter size,
   (training caches use seed family 1; this set uses HELDOUT_SEED).
 
 Metrics on pixels with finite ground truth (and, for synthetic scenes, non-occluded): EPE (mean
-absolute error,
-px), bad-1 / bad-2 (fraction with error > 1 / > 2 px), D1 (KITTI: error > 3 px and > 5 % of the
-true value).
-A matcher's invalid (NaN) pixels are filled along the scanline from the nearer valid neighbour
-(the smaller
-disparity, i.e. background), the usual way to score sparse SGBM output densely; `density` reports
-how many
-pixels were valid before filling.
+absolute error, px), bad-1 / bad-2 (fraction with error > 1 / > 2 px), D1 (KITTI: error > 3 px and
+> 5 % of the true value). A matcher's invalid (NaN) pixels are filled along the scanline from the
+nearer valid neighbour (the smaller disparity, i.e. background), the usual way to score sparse SGBM
+output densely; `density` reports how many pixels were valid before filling.
 """
 
 from __future__ import annotations

@@ -8,11 +8,9 @@
     config)
 
 With dynamic=True the H and W axes are symbolic (any multiple of 32 at run time); image_size then
-records
-the size used for tracing. Optionally a single graph (left_image, right_image -> disparity, inputs
-already
-ImageNet-normalised on the 0..255 scale, like the Isaac ROS / NGC export) with the volume built
-in-graph.
+records the size used for tracing. Optionally a single graph (left_image, right_image -> disparity,
+inputs already ImageNet-normalised on the 0..255 scale, like the Isaac ROS / NGC export) with the
+volume built in-graph.
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@
     forward(left, right) = post(**features(left, right), gwc_volume=gwc(...))
 
 Inputs are float32 [B,3,H,W] RGB in 0..255 (ImageNet normalisation happens inside `features`), H
-and W
-multiples of 32. Disparity is left-referenced, in pixels of the input.
+and W multiples of 32. Disparity is left-referenced, in pixels of the input.
 """
 
 from __future__ import annotations

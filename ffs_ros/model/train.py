@@ -176,8 +176,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
     """Run (or resume) training as configured. Returns the run directory.
 
     init: a checkpoint whose weights start a new run (fine-tuning, e.g. from models/ffs_small.pt)
-    with a
-    fresh optimizer and schedule; its model config must match the configured one.
+    with a fresh optimizer and schedule; its model config must match the configured one.
     """
     tcfg = merge(DEFAULT_TRAIN, cfg.get('train'), 'train')
     dcfg = merge(DEFAULT_DATA, cfg.get('data'), 'data')

@@ -1,29 +1,20 @@
 """Convex x4 upsampling of a 1/4-resolution disparity with weights predicted at 1/2 resolution.
 
 Every full-resolution pixel is a convex combination (softmax over 9 weights) of the 3x3 coarse
-neighbourhood
-of its 1/4 cell. The weights come from a head at 1/2 resolution that sees the upsampled GRU state
-and the
-left image stem (`stem_2x`): 4 x 9 channels per 1/2 pixel, one set per 2x2 full-resolution
-sub-pixel.
-The coarse values are multiplied by 4 (1/4-pixel units -> pixels).
+neighbourhood of its 1/4 cell. The weights come from a head at 1/2 resolution that sees the
+upsampled GRU state and the left image stem (`stem_2x`): 4 x 9 channels per 1/2 pixel, one set per
+2x2 full-resolution sub-pixel. The coarse values are multiplied by 4 (1/4-pixel units -> pixels).
 
 With `guide_ch` > 0 the weights also get a learned joint-bilateral term ("which neighbouring cell
-does this
-pixel look like"): a small dilated CNN on the stem and the neighbours' disparity steps embeds every
-full-resolution pixel in `guide_ch` dimensions; each 1/4 cell's descriptor is the mean embedding
-of its 4x4
-pixels; the logit of neighbour k adds guide_scale * <pixel embedding, cell k descriptor> /
-sqrt(guide_ch).
-The plain head's 3x3 window at 1/2 resolution cannot see the neighbouring cells it chooses between
-(they are
-4 px away); this term compares them explicitly, which is what puts depth edges on image edges. A
-fresh guide
-has small random embeddings (its effect is ~0.01 px), so a model trained without the term computes
-nearly the
-same output until it is fine-tuned; guide_scale 0 switches the term off exactly. (guide_scale
-starts at 1, not
-0: behind a zero gate the term's effect grew about 3x slower in a first fine-tune.)
+does this pixel look like"): a small dilated CNN on the stem and the neighbours' disparity steps
+embeds every full-resolution pixel in `guide_ch` dimensions; each 1/4 cell's descriptor is the mean
+embedding of its 4x4 pixels; the logit of neighbour k adds guide_scale * <pixel embedding, cell k
+descriptor> / sqrt(guide_ch). The plain head's 3x3 window at 1/2 resolution cannot see the
+neighbouring cells it chooses between (they are 4 px away); this term compares them explicitly,
+which is what puts depth edges on image edges. A fresh guide has small random embeddings (its
+effect is ~0.01 px), so a model trained without the term computes nearly the same output until it
+is fine-tuned; guide_scale 0 switches the term off exactly. (guide_scale starts at 1, not 0: behind
+a zero gate the term's effect grew about 3x slower in a first fine-tune.)
 
 Written with pad/slice/pixel_shuffle only (no unfold), so it exports to ONNX with symbolic
 sizes.

@@ -94,10 +94,8 @@ class StereoSynchronizer(_Counted):
         """Forget the messages waiting on `side` (both sides when None); counted as unmatched.
 
         After one side's stamps went backwards only that side's queue belongs to the old timeline:
-        the
-        other side may already hold a message of the new one (topics are not ordered among
-        themselves),
-        and its own jump back clears its own queue.
+        the other side may already hold a message of the new one (topics are not ordered among
+        themselves), and its own jump back clears its own queue.
         """
         for s in (LEFT, RIGHT) if side is None else (side,):
             self.unmatched[s] += len(self._queues[s])
@@ -144,17 +142,13 @@ class StereoSynchronizer(_Counted):
 class MessageFiltersSynchronizer(_Counted):
     """The same interface as StereoSynchronizer, backed by ROS 2 `message_filters` (on a distro).
 
-    Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code
-    path for QoS, the
-    stamps-backwards check and the camera-info cache, and only the pairing is delegated. Only the
-    public API of
-    message_filters is used: this class keeps its own record of the last `queue_size` unpaired
-    images per side
-    (what message_filters holds at most), so `sync_failures` means what it means with our
-    synchronizer (images
-    discarded without ever being paired: pushed out of the queue, or cleared), and `clear(side)`
-    recreates the
-    synchronizer and offers it again the other side's waiting images.
+    Our own subscriptions feed two `message_filters.SimpleFilter`s, so the node keeps one code path
+    for QoS, the stamps-backwards check and the camera-info cache, and only the pairing is
+    delegated. Only the public API of message_filters is used: this class keeps its own record of
+    the last `queue_size` unpaired images per side (what message_filters holds at most), so
+    `sync_failures` means what it means with our synchronizer (images discarded without ever being
+    paired: pushed out of the queue, or cleared), and `clear(side)` recreates the synchronizer and
+    offers it again the other side's waiting images.
     """
 
     name = 'message_filters'
