@@ -82,12 +82,15 @@ def generate_launch_description():
         namespace=LaunchConfiguration('namespace'),
         condition=IfCondition(LaunchConfiguration('rviz')),
     )
-    # Fast DDS 3.x (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE, 2.x (Humble, Jazzy, JetPack 6)
-    # only FASTRTPS_DEFAULT_PROFILES_FILE: set both
+    # Fast DDS 3.x (Kilted and later) reads FASTDDS_DEFAULT_PROFILES_FILE (and warns about the old
+    # name); 2.x (Humble, Jazzy, JetPack 6) only FASTRTPS_DEFAULT_PROFILES_FILE
+    names = ['FASTDDS_DEFAULT_PROFILES_FILE']
+    if os.environ.get('ROS_DISTRO', '').lower() in ('humble', 'iron', 'jazzy'):
+        names.append('FASTRTPS_DEFAULT_PROFILES_FILE')
     shm = [
         SetEnvironmentVariable(
             name, shm_profile, condition=IfCondition(LaunchConfiguration('shm_transport'))
         )
-        for name in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+        for name in names
     ]
     return LaunchDescription(args + shm + [node, rviz])

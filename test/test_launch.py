@@ -53,8 +53,10 @@ def fake_modules(share):
     return mods
 
 
-@pytest.fixture
-def description(monkeypatch):
+@pytest.fixture(params=['', 'jazzy'])
+def description(monkeypatch, request):
+    """Return the launch description's entities by type and its arguments (ROS_DISTRO varied)."""
+    monkeypatch.setenv('ROS_DISTRO', request.param)
     for name, mod in fake_modules(REPO).items():
         monkeypatch.setitem(sys.modules, name, mod)
     spec = importlib.util.spec_from_file_location('stereo_launch_under_test', LAUNCH)
@@ -104,10 +106,15 @@ def test_launch_description_node_params_file_namespace_and_remaps(description):
 
 
 def test_launch_sets_the_shipped_shm_profile(description):
+    """Set FASTDDS_... (Fast DDS 3.x), and FASTRTPS_... too on 2.x distros (Humble, Jazzy)."""
+    import os
     by_type, args = description
-    envs = by_type['SetEnvironmentVariable']     # Fast DDS 3.x and 2.x (Humble, Jazzy) names
-    assert sorted(e.args[0] for e in envs) == ['FASTDDS_DEFAULT_PROFILES_FILE',
-                                               'FASTRTPS_DEFAULT_PROFILES_FILE']
+    envs = by_type['SetEnvironmentVariable']
+    names = sorted(e.args[0] for e in envs)
+    if os.environ['ROS_DISTRO'] == 'jazzy':
+        assert names == ['FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE']
+    else:
+        assert names == ['FASTDDS_DEFAULT_PROFILES_FILE']
     for env in envs:
         assert Path(env.args[1]) == REPO / 'config' / 'fastdds_shm.xml'
         assert Path(env.args[1]).is_file()

@@ -76,10 +76,15 @@ FRAME = 'cam_front_left_optical'
 
 # The camera + consumer side, run as its own process (discovery range LOCALHOST, like the launch).
 PEER = r"""
-import json, sys, time import numpy as np import rclpy from rclpy.node import Node from rclpy.qos
-import QoSProfile, QoSReliabilityPolicy from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from stereo_msgs.msg import DisparityImage from ffs_ros.convert import make_camera_infos,
-numpy_to_image from ffs_ros.synth import plane_pair
+import json, sys, time
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from stereo_msgs.msg import DisparityImage
+from ffs_ros.convert import make_camera_infos, numpy_to_image
+from ffs_ros.synth import plane_pair
 
 cfg = json.loads(sys.argv[1])
 W, H, FX, B, D, ns = cfg['W'], cfg['H'], cfg['FX'], cfg['B'], cfg['D'], cfg['ns']

@@ -294,15 +294,20 @@ def test_matcher_parameters_come_from_the_backend_option_table():
 
 
 def test_shm_profile_is_named_for_both_fast_dds_generations():
-    """Name both: Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x FASTDDS_... files."""
+    """Set FASTDDS_... always, FASTRTPS_... too on Fast DDS 2.x distros (Humble, Jazzy)."""
     from ffs_ros.node.transport import shm_profile_path, use_shm_profile
+    path = str(shm_profile_path())
     env = {}
-    assert use_shm_profile(env) == str(shm_profile_path())
-    assert env == {'FASTDDS_DEFAULT_PROFILES_FILE': str(shm_profile_path()),
-                   'FASTRTPS_DEFAULT_PROFILES_FILE': str(shm_profile_path())}
-    mine = {'FASTRTPS_DEFAULT_PROFILES_FILE': '/robot/profile.xml'}   # a user's own profile wins
-    assert use_shm_profile(mine) == '/robot/profile.xml'
+    assert use_shm_profile(env) == path
+    # the wheels: Fast DDS 3.x, which warns about the old FASTRTPS_ name
+    assert env == {'FASTDDS_DEFAULT_PROFILES_FILE': path}
+    env = {'ROS_DISTRO': 'jazzy'}
+    use_shm_profile(env)
+    assert env['FASTDDS_DEFAULT_PROFILES_FILE'] == env['FASTRTPS_DEFAULT_PROFILES_FILE'] == path
+    mine = {'ROS_DISTRO': 'humble', 'FASTRTPS_DEFAULT_PROFILES_FILE': '/robot/profile.xml'}
+    assert use_shm_profile(mine) == '/robot/profile.xml'               # a user's own profile wins
     assert mine['FASTDDS_DEFAULT_PROFILES_FILE'] == '/robot/profile.xml'
+
 
 
 def test_stale_limit_follows_the_matcher_by_default():

@@ -24,9 +24,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 NODE = textwrap.dedent('''
     """stereo_node's main() with a matcher that blocks in match() until RELEASE exists (or 60
-    s).""" import os, sys, time import numpy as np from rclpy.publisher import Publisher from
-    ffs_ros.inference.base import MatcherInfo, StereoMatcher from ffs_ros.node.stereo_node import
-    main
+    s)."""
+    import os, sys, time
+    import numpy as np
+    from rclpy.publisher import Publisher
+    from ffs_ros.inference.base import MatcherInfo, StereoMatcher
+    from ffs_ros.node.stereo_node import main
 
     release = sys.argv[1]
     _publish = Publisher.publish
@@ -54,9 +57,14 @@ NODE = textwrap.dedent('''
 
 PLAYER = textwrap.dedent('''
     """Publishes 64x48 stereo pairs at 20 Hz (infos first, same stamp) and subscribes to
-    disparity.""" import time import rclpy from rclpy.node import Node from sensor_msgs.msg import
-    CameraInfo, Image from stereo_msgs.msg import DisparityImage from ffs_ros.convert import
-    make_camera_infos, numpy_to_image from ffs_ros.synth import plane_pair
+    disparity."""
+    import time
+    import rclpy
+    from rclpy.node import Node
+    from sensor_msgs.msg import CameraInfo, Image
+    from stereo_msgs.msg import DisparityImage
+    from ffs_ros.convert import make_camera_infos, numpy_to_image
+    from ffs_ros.synth import plane_pair
 
     rclpy.init()
     n = Node('camera_player')
@@ -198,16 +206,20 @@ def test_signal_while_a_pair_is_in_the_matcher_exits_cleanly(
 
 ORT_NODE = textwrap.dedent('''
     """stereo_node's main() with the shipped default model on ONNX Runtime (announcing each
-    frame).""" import sys from ffs_ros.inference import load_matcher from ffs_ros.node.stereo_node
-    import main
+    frame)."""
+    import sys
+    from ffs_ros.inference import load_matcher
+    from ffs_ros.node.stereo_node import main
 
-    m = load_matcher(None, backend='onnxruntime') run = m.match
+    m = load_matcher(None, backend='onnxruntime')
+    run = m.match
 
     def match(left, right):
         print('MATCHER ENTERED', left.shape, flush=True)
         return run(left, right)
 
-    m.match = match sys.exit(main(['stereo_node'], matcher=m))
+    m.match = match
+    sys.exit(main(['stereo_node'], matcher=m))
 ''')
 
 
@@ -242,8 +254,9 @@ def test_sigint_while_onnxruntime_runs_a_large_frame_exits_cleanly(procs, tmp_pa
 
 
 SLOW_START_NODE = textwrap.dedent('''
-    """stereo_node's main() whose matcher takes 3 s to load (like a model).""" import sys import
-    time
+    """stereo_node's main() whose matcher takes 3 s to load (like a model)."""
+    import sys
+    import time
 
     from ffs_ros.node import stereo_node
 
@@ -254,8 +267,8 @@ SLOW_START_NODE = textwrap.dedent('''
         time.sleep(3.0)
         return real(values, logger)
 
-    stereo_node.build_matcher = slow_build sys.exit(stereo_node.main(['stereo_node', '--ros-args',
-    '-p', 'backend:=sgbm']))
+    stereo_node.build_matcher = slow_build
+    sys.exit(stereo_node.main(['stereo_node', '--ros-args', '-p', 'backend:=sgbm']))
 ''')
 
 

@@ -20,10 +20,15 @@ STEREO_NODE = Path(sys.executable).with_name('stereo_node')
 
 PLAYER = textwrap.dedent('''
     """Publishes a best-effort stereo stream like a camera driver; exits 0 once outputs arrive."""
-    import sys, time import rclpy from rclpy.node import Node from rclpy.qos import
-    qos_profile_sensor_data, QoSProfile from sensor_msgs.msg import Image, CameraInfo, PointCloud2
-    from stereo_msgs.msg import DisparityImage from diagnostic_msgs.msg import DiagnosticArray from
-    ffs_ros.convert import make_camera_infos, numpy_to_image from ffs_ros.synth import plane_pair
+    import sys, time
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data, QoSProfile
+    from sensor_msgs.msg import Image, CameraInfo, PointCloud2
+    from stereo_msgs.msg import DisparityImage
+    from diagnostic_msgs.msg import DiagnosticArray
+    from ffs_ros.convert import make_camera_infos, numpy_to_image
+    from ffs_ros.synth import plane_pair
 
     H, W = 480, 640
     rclpy.init()

@@ -13,9 +13,12 @@ import textwrap
 import pytest
 
 CHILD = textwrap.dedent("""
-    import json, sys import numpy as np from ffs_ros.convert import make_camera_infos,
-    numpy_to_image from ffs_ros.inference.sgbm import SGBMMatcher from ffs_ros.pipeline import
-    InputError, PipelineConfig, StereoPipeline from ffs_ros.synth import plane_pair
+    import json, sys
+    import numpy as np
+    from ffs_ros.convert import make_camera_infos, numpy_to_image
+    from ffs_ros.inference.sgbm import SGBMMatcher
+    from ffs_ros.pipeline import InputError, PipelineConfig, StereoPipeline
+    from ffs_ros.synth import plane_pair
 
     mode, width, max_disp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     m = SGBMMatcher(max_disparity=max_disp)
