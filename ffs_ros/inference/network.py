@@ -141,6 +141,7 @@ class NetworkMatcher(StereoMatcher):
         self._pinned: dict = {}
         # net_hw -> (graph, static input, static output) or None (capture failed)
         self._captured: dict = {}
+        self._plans: dict = {}        # net_hw -> StagePlan (the host path needs it every frame)
         if graphs.on_device:
             import torch
 
@@ -480,11 +481,15 @@ class NetworkMatcher(StereoMatcher):
         return disp
 
     def _plan(self, net_hw):
-        return (
-            self.graphs.plan(net_hw)
-            if self.graphs.plan is not None
-            else stage_plan(self.source, net_hw)
-        )
+        """Return the feature -> volume -> post wiring at `net_hw` (planned once per size)."""
+        plan = self._plans.get(net_hw)
+        if plan is None:
+            make = self.graphs.plan if self.graphs.plan is not None else self._stage_plan
+            plan = self._plans[net_hw] = make(net_hw)
+        return plan
+
+    def _stage_plan(self, net_hw):
+        return stage_plan(self.source, net_hw)
 
 
 @dataclass
