@@ -7,7 +7,7 @@
     gwc = gwc_volume(features_left_04, features_right_04)                       (between the
     stages)
     post(features_left_04, ..., stem_2x, gwc_volume) -> disparity [B,1,H,W]    (stage 2,
-    post_runner)
+    post_runner; with_confidence=True also returns the confidence [B,1,H,W] in 0..1)
     forward(left, right) = post(**features(left, right), gwc_volume=gwc(...))
 
 Inputs are float32 [B,3,H,W] RGB in 0..255 (ImageNet normalisation happens inside `features`), H
@@ -53,6 +53,22 @@ DEFAULT_CONFIG = {
     'ctx': 48,
     'guide_ch': 8,  # joint-bilateral term of the upsampler (0: plain convex upsampling)
 }
+
+
+# Confidence: the probability mass of the filtered cost volume within CONFIDENCE_RADIUS bins (1/4
+# resolution; 1 bin = 4 px) of the final disparity, upsampled with the disparity's convex weights.
+CONFIDENCE_RADIUS = 1.0
+
+
+def volume_confidence(prob, disp4, radius: float = CONFIDENCE_RADIUS):
+    """Return the mass of `prob` [B,D,h,w] within +-radius bins of `disp4` [B,1,h,w], in 0..1.
+
+    The window is flat to radius - 0.5 and falls linearly to 0 at radius + 0.5, so the mass does
+    not jump as the estimate moves between bins.
+    """
+    dvals = torch.arange(prob.shape[1], dtype=prob.dtype, device=prob.device).view(1, -1, 1, 1)
+    window = (radius + 0.5 - (dvals - disp4).abs()).clamp(0.0, 1.0)
+    return (prob * window).sum(1, keepdim=True)
 
 
 def make_config(overrides=None):
@@ -118,11 +134,13 @@ class FFSSmall(nn.Module):
         gwc_volume,
         iters=None,
         return_all=False,
+        with_confidence=False,
     ):
         """-> disparity [B,1,H,W] in pixels.
 
-        return_all=True (training) returns a dict with the x4-upsampled initial and per-iteration
-        predictions too.
+        with_confidence=True returns (disparity, confidence [B,1,H,W] in 0..1) (see
+        :func:`volume_confidence`). return_all=True (training) returns a dict with the
+        x4-upsampled initial and per-iteration predictions too ('confidence': None unless asked).
         """
         iters = self.valid_iters if iters is None else int(iters)
         gwc = gwc_volume.float()
@@ -144,19 +162,23 @@ class FFSSmall(nn.Module):
             disp = disp + delta
             if return_all:
                 preds.append(disp)
-        full = self.upsampler(disp, h, stem_2x)
+        conf = None
+        if with_confidence:
+            full, conf = self.upsampler(disp, h, stem_2x, extra=volume_confidence(prob, disp))
+        else:
+            full = self.upsampler(disp, h, stem_2x)
         if not return_all:
-            return full
+            return (full, conf) if with_confidence else full
         ups = [
             F.interpolate(p * 4.0, scale_factor=4.0, mode='bilinear', align_corners=False)
             for p in preds
         ]
-        return {'final': full, 'init': ups[0], 'iters': ups[1:]}
+        return {'final': full, 'init': ups[0], 'iters': ups[1:], 'confidence': conf}
 
-    def forward(self, left, right, iters=None):
+    def forward(self, left, right, iters=None, with_confidence=False):
         f = self.features(left, right)
         vol = self.gwc(f['features_left_04'], f['features_right_04'])
-        return self.post(**f, gwc_volume=vol, iters=iters)
+        return self.post(**f, gwc_volume=vol, iters=iters, with_confidence=with_confidence)
 
 
 def count_parameters(model) -> int:

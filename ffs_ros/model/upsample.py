@@ -85,15 +85,27 @@ class ConvexUpsampler(nn.Module):
             sim = sim + nb[:,:, i].unsqueeze(2) * e[:,:, i].unsqueeze(1)
         return sim * (1.0 / math.sqrt(c))
 
-    def forward(self, disp4, hidden, stem_2x):
+    def weights(self, disp4, hidden, stem_2x):
+        """Return the convex weights [B,9,4,2h,2w] of every full-resolution pixel's 9 cells."""
         b, _, h, w = disp4.shape
         d = disp4 * 4.0
-        nb4 = neighbours3x3(d)  # [B,9,h,w]
         logits = 0.25 * self.head(torch.cat([up2_nearest(hidden), stem_2x], 1)).view(
             b, 9, 4, 2 * h, 2 * w
         )
         if self.guide_ch:
-            logits = logits + self.guide_scale * self.affinity(nb4 - d, stem_2x)
-        mask = torch.softmax(logits, dim=1)
-        up = (mask * up2_nearest(nb4).unsqueeze(2)).sum(1)  # [B,4,2h,2w]
-        return F.pixel_shuffle(up, 2)  # [B,1,4h,4w]
+            logits = logits + self.guide_scale * self.affinity(neighbours3x3(d) - d, stem_2x)
+        return torch.softmax(logits, dim=1)
+
+    @staticmethod
+    def apply(mask, x4):
+        """Upsample [B,1,h,w] x4 with convex weights `mask` -> [B,1,4h,4w] (values unchanged)."""
+        up = (mask * up2_nearest(neighbours3x3(x4)).unsqueeze(2)).sum(1)  # [B,4,2h,2w]
+        return F.pixel_shuffle(up, 2)
+
+    def forward(self, disp4, hidden, stem_2x, extra=None):
+        """Return the x4 disparity in pixels (and `extra` [B,1,h,w] upsampled the same way)."""
+        mask = self.weights(disp4, hidden, stem_2x)
+        full = self.apply(mask, disp4 * 4.0)
+        if extra is None:
+            return full
+        return full, self.apply(mask, extra)
