@@ -69,6 +69,23 @@ def depth_rgb(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return col
 
 
+def confidence_rgb(confidence: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB of a confidence map on [0, 1] (dark = unsure, bright = sure); NaN black.
+
+    Colour map: OpenCV's VIRIDIS (perceptually uniform, readable in grey); invalid pixels are
+    black, which the map's darkest colour (dark violet) is not.
+    """
+    import cv2
+
+    c = np.asarray(confidence, np.float32)
+    invalid = ~np.isfinite(c)
+    t = np.clip(np.nan_to_num(c, nan=0.0), 0.0, 1.0)
+    col = cv2.applyColorMap((t * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    col = cv2.cvtColor(col, cv2.COLOR_BGR2RGB)
+    col[invalid] = 0
+    return col
+
+
 def _scale(h: int) -> float:
     return max(1.0, h / 480.0)
 
@@ -191,10 +208,12 @@ def write_images(
     depth: np.ndarray | None = None,
     depth_lo_hi: tuple[float, float] | None = None,
     no_depth: str = 'no depth (no calibration)',
+    confidence: np.ndarray | None = None,
 ) -> list[Path]:
     """Write left.png, disparity.png, depth.png (with depth) and overview.png; return the paths.
 
-    `left` is RGB (None: no left.png, a grey panel in the overview).
+    `left` is RGB (None: no left.png, a grey panel in the overview). With `confidence` (HxW in
+    [0, 1], NaN invalid) also confidence.png (see :func:`confidence_rgb`).
     """
     import cv2
 
@@ -206,6 +225,8 @@ def write_images(
     images['disparity.png'] = disparity_rgb(disp, max_disparity)
     if depth is not None and depth_lo_hi is not None:
         images['depth.png'] = depth_rgb(depth, *depth_lo_hi)
+    if confidence is not None:
+        images['confidence.png'] = confidence_rgb(confidence)
     images['overview.png'] = overview(left, disp, max_disparity, depth, depth_lo_hi, no_depth)
     written = []
     for name, rgb in images.items():

@@ -18,6 +18,9 @@ Output conventions (see shared/docs/ros-stereo-conventions.md):
   (depths that do not fit 1..65535 mm are 0); not range-filtered (min/max_depth filter the cloud).
 - points2: x, y, z float32 (+ packed rgb), organized HxW with NaN points or dense 1xN, filtered
   to [min_depth, max_depth]; is_dense is True only when no point is NaN.
+- confidence: 32FC1 in [0, 1] (how sure each disparity is; NaN where the disparity is invalid),
+  when the matcher gives one. confidence_threshold > 0 masks disparity, depth and cloud pixels
+  whose confidence is below it (they become invalid: NaN / 0 mm / no point).
 All outputs carry the left image header (stamp, left optical frame).
 """
 
@@ -67,6 +70,7 @@ class PipelineConfig:
     use_color: bool = True
     organized_cloud: bool = True
     max_input_pixels: int = 4096 * 4096
+    confidence_threshold: float = 0.0  # 0 = off; else drop pixels whose confidence is below
 
     def validate(self) -> 'PipelineConfig':
         """Raise ValueError naming the bad parameter and a valid choice; return self when fine."""
@@ -108,6 +112,11 @@ class PipelineConfig:
             raise ValueError(
                 f'max_input_pixels must be a positive integer, got {self.max_input_pixels!r}'
             )
+        thr = num('confidence_threshold')
+        if not 0.0 <= thr < 1.0:
+            raise ValueError(
+                f'confidence_threshold must be in [0, 1) (0 = off; e.g. 0.5), got {thr:g}'
+            )
         for name in ('use_color', 'organized_cloud'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f'{name} must be true or false, got {getattr(self, name)!r}')
@@ -131,6 +140,7 @@ class Wanted:
     depth: bool = True
     cloud: bool = True
     color: bool = False
+    confidence: bool = False
 
 
 @dataclass
@@ -139,7 +149,9 @@ class Outputs:
 
     Stages: convert, match, depth (disparity correction, depth and their messages), cloud, color
     (when wanted), plus any sub-stages the matcher reports in last_timings, as 'match/<name>'.
-    valid_fraction: share of pixels with a valid disparity.
+    valid_fraction: share of pixels with a valid disparity (after the confidence mask).
+    mean_confidence: mean confidence of the matcher's valid pixels (None: the matcher gives
+    none). masked_fraction: share of those pixels removed by confidence_threshold.
     """
 
     disparity: object | None = None  # stereo_msgs/DisparityImage
@@ -147,8 +159,11 @@ class Outputs:
     depth_info: object | None = None  # sensor_msgs/CameraInfo
     cloud: object | None = None  # sensor_msgs/PointCloud2
     disparity_color: object | None = None  # sensor_msgs/Image rgb8
+    confidence: object | None = None  # sensor_msgs/Image 32FC1
     timings: dict[str, float] = field(default_factory=dict)
     valid_fraction: float = 0.0
+    mean_confidence: float | None = None
+    masked_fraction: float = 0.0
 
 
 def _vec(values, n: int, what: str) -> np.ndarray:
@@ -199,7 +214,7 @@ class StereoPipeline:
 
     def __init__(self, matcher: StereoMatcher, config: PipelineConfig | None = None) -> None:
         self.matcher = matcher
-        self._config = (config or PipelineConfig()).validate()
+        self._config = self._checked(config or PipelineConfig())
         self._cloud = CloudBuffer(self._config.use_color)
         self._fields = None
         self._disp: np.ndarray | None = None
@@ -218,12 +233,22 @@ class StereoPipeline:
     @config.setter
     def config(self, config: PipelineConfig) -> None:
         """Replace the configuration (validated); buffers follow on the next frame."""
-        self._config = config.validate()
+        self._config = self._checked(config)
         if config.use_color != self._cloud.use_color:
             self._cloud = CloudBuffer(config.use_color)
             self._fields = None
 
     # ---- validation -------------------------------------------------------------------
+    def _checked(self, config: PipelineConfig) -> PipelineConfig:
+        config.validate()
+        if config.confidence_threshold > 0 and not self.matcher.info.confidence:
+            raise ValueError(
+                f'confidence_threshold {config.confidence_threshold:g} needs a confidence, but '
+                f'backend {self.matcher.info.backend} gives none; set confidence_threshold to 0 '
+                "or use a model backend (confidence_source 'auto')"
+            )
+        return config
+
     @staticmethod
     def _check_image(side: str, msg) -> None:
         if msg.encoding not in INPUT_ENCODINGS:
@@ -302,7 +327,7 @@ class StereoPipeline:
         tm['convert'] = (t1 - t0) * 1e3
 
         try:
-            disp = self.matcher.match(rgb_l, rgb_r)
+            result = self.matcher.match_full(rgb_l, rgb_r)
         except ValueError as e:
             # a matcher refusing this input (e.g. sgbm: image narrower than its disparity range)
             # says so with `problem` and `fix`, like InputError: that is bad input, not a failure
@@ -315,6 +340,7 @@ class StereoPipeline:
             if name != 'match':
                 tm[f'match/{name}'] = float(ms)
         h, w = cam.height, cam.width
+        disp, conf = result.disparity, result.confidence
         if disp.shape != (h, w):
             raise RuntimeError(
                 f'matcher {self.matcher.info.backend} returned a {disp.shape} disparity for a '
@@ -325,6 +351,10 @@ class StereoPipeline:
             self._disp = np.empty((h, w), np.float32)
             self._depth = np.empty((h, w), np.float32)
         header = left.header
+        if conf is not None:
+            disp = self._apply_confidence(disp, conf, out)
+            if wanted.confidence:
+                out.confidence = numpy_to_image(conf, '32FC1', header)
         # disparity and depth are written straight into the messages' data when wanted
         dc = self._disp
         if wanted.disparity:
@@ -359,6 +389,21 @@ class StereoPipeline:
             if not self._trim_in:
                 release_free_memory()
         return out
+
+    def _apply_confidence(self, disp, conf, out: Outputs):
+        """Report the confidence statistics and mask pixels below the threshold -> disparity."""
+        valid = np.isfinite(disp)
+        n = int(np.count_nonzero(valid))
+        out.mean_confidence = float(np.mean(conf, where=valid)) if n else float('nan')
+        thr = self._config.confidence_threshold
+        if thr <= 0 or not n:
+            return disp
+        low = valid & ~(conf >= thr)
+        out.masked_fraction = int(np.count_nonzero(low)) / n
+        if not disp.flags.writeable:
+            disp = disp.copy()
+        disp[low] = np.nan
+        return disp
 
     def searched_max_disparity(self) -> float:
         """Return the largest disparity reported (max_disparity, or what the matcher searches)."""

@@ -248,6 +248,7 @@ class StereoPlayer:
                 'depth_info',
                 'points2',
                 'color',
+                'confidence',
                 'diagnostics',
                 'rosout',
             )
@@ -259,6 +260,7 @@ class StereoPlayer:
             'depth_info': ('depth/camera_info', CameraInfo),
             'points2': ('points2', PointCloud2),
             'color': ('disparity/color', Image),
+            'confidence': ('confidence', Image),
         }
         self.subs = [
             n.create_subscription(t, name, self.out[k], rq)
@@ -271,6 +273,7 @@ class StereoPlayer:
             'depth_info': 'pub_depth_info',
             'points2': 'pub_points',
             'color': 'pub_color',
+            'confidence': 'pub_confidence',
         }
         self._node_pubs = [node_pub[k] for k in topics if k in outputs]
         self.subs.append(

@@ -44,6 +44,18 @@ def _run_two_stage(d, left, right, cfg):
     return fs, ps, ps.run(None, feeds)[0]
 
 
+def _run_post_outputs(d, left, right, cfg):
+    """Return the post graph's outputs by name."""
+    fs, ps, _ = _run_two_stage(d, left, right, cfg)
+    outs = fs.run(None, {'left': left, 'right': right})
+    f = dict(zip([o.name for o in fs.get_outputs()], outs))
+    vol = gwc_volume_numpy(
+        f['features_left_04'], f['features_right_04'], cfg['cv_group'], cfg['max_disp'] // 4
+    ).astype(np.float16)
+    feeds = {i.name: (vol if i.name == 'gwc_volume' else f[i.name]) for i in ps.get_inputs()}
+    return dict(zip([o.name for o in ps.get_outputs()], ps.run(None, feeds)))
+
+
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     torch.manual_seed(0)
@@ -69,6 +81,16 @@ def test_torch_and_onnxruntime_agree(exported, size):
         ref = model(torch.from_numpy(left), torch.from_numpy(right), iters=2).numpy()
     assert disp.shape == (1, 1) + size
     assert np.abs(disp - ref).max() <= 0.05
+    # the confidence output agrees too, and is a probability
+    outs = _run_post_outputs(d, left, right, cfg)
+    with torch.no_grad():
+        _, ref_conf = model(
+            torch.from_numpy(left), torch.from_numpy(right), iters=2, with_confidence=True
+        )
+    conf = outs['confidence']
+    assert conf.shape == (1, 1) + size
+    assert np.abs(conf - ref_conf.numpy()).max() <= 0.01
+    assert conf.min() >= 0.0 and conf.max() <= 1.0 + 1e-6
 
 
 def test_contract_names_types_and_yaml(exported):
@@ -80,7 +102,7 @@ def test_contract_names_types_and_yaml(exported):
     ins = {i.name: i for i in ps.get_inputs()}
     assert set(ins) == set(FEATURE_NAMES) | {'gwc_volume'}
     assert ins['gwc_volume'].type == 'tensor(float16)'
-    assert [o.name for o in ps.get_outputs()] == ['disp']
+    assert [o.name for o in ps.get_outputs()] == ['disp', 'confidence']
     assert isinstance(fs.get_inputs()[0].shape[2], str)  # symbolic H with --dynamic
     cfg = yaml.safe_load((d / 'onnx.yaml').read_text())
     assert cfg['max_disp'] == 32 and cfg['valid_iters'] == 2 and cfg['cv_group'] == 8

@@ -84,11 +84,22 @@ def test_infer_with_k_txt_writes_disparity_depth_and_cloud(setup, capsys):
         'left.png',
         'disparity.npy',
         'disparity.png',
+        'confidence.npy',
+        'confidence.png',
         'depth.npy',
         'depth.png',
         'cloud.ply',
         'overview.png',
     ]
+    # a two-stage export without a confidence output: the feature-based confidence, in [0, 1]
+    # at input resolution, NaN exactly where the disparity is; high on this clean textured pair
+    assert summary['confidence'] == 'features'
+    conf = np.load(out / 'confidence.npy')
+    assert conf.dtype == np.float32 and conf.shape == disp.shape
+    np.testing.assert_array_equal(np.isnan(conf), np.isnan(disp))
+    assert np.nanmin(conf) >= 0 and np.nanmax(conf) <= 1
+    assert np.nanmedian(conf[4:-4, 24:-4]) > 0.9 and summary['mean_confidence'] > 0.5
+    assert cv2.imread(str(out / 'confidence.png')).shape == (128, 256, 3)
     assert summary['depth_colors_m'] == [0.0, 5.0]  # 16 x fx*B/64 px = 5 m, at most --max-depth
     assert 'swap_check' not in summary  # a good match: no second pass
     depth = np.load(out / 'depth.npy')

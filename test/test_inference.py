@@ -224,8 +224,8 @@ class FakeOwnModel(torch.nn.Module):
         ]
         return dict(zip(names, self.feat(left, right)))
 
-    def post(self, gwc_volume, **f):
-        return self.postm(
+    def post(self, gwc_volume, with_confidence=False, **f):
+        disp = self.postm(
             f['features_left_04'],
             f['features_left_08'],
             f['features_left_16'],
@@ -234,6 +234,12 @@ class FakeOwnModel(torch.nn.Module):
             f['stem_2x'],
             gwc_volume,
         )
+        if not with_confidence:
+            return disp
+        # a known confidence map: 0.25 in the left half, 0.75 in the right half
+        conf = torch.full_like(disp, 0.25)
+        conf[..., disp.shape[-1] // 2:] = 0.75
+        return disp, conf
 
 
 def test_torch_backend_pipeline_on_cpu(matching_model, tmp_path):
@@ -258,6 +264,16 @@ def test_torch_backend_pipeline_on_cpu(matching_model, tmp_path):
     )
     assert np.nanmedian(np.abs(out[4:-4, 20:-4] - 12)) < 0.1
     assert set(m.last_timings) == {'preprocess', 'feature', 'gwc', 'post', 'postprocess'}
+    # the model's own confidence comes through at input resolution (network 160 wide: the
+    # boundary at 80 px stays at 80 px, the input is only cropped), NaN where the disparity is
+    assert m.info.confidence == 'network'
+    r = m.match_full(left, right)
+    np.testing.assert_array_equal(r.disparity, out)
+    assert r.confidence.shape == (100, 150) and r.confidence.dtype == np.float32
+    ok = np.isfinite(r.disparity)
+    np.testing.assert_array_equal(np.isnan(r.confidence), ~ok)
+    assert np.allclose(r.confidence[:, :78][ok[:, :78]], 0.25)
+    assert np.allclose(r.confidence[:, 82:][ok[:, 82:]], 0.75)
     with pytest.raises(ValueError, match='fp16 autocast is for CUDA'):
         TorchMatcher(src, device='cpu', fp16=True, model=FakeOwnModel(feat, post))
     with pytest.raises(RuntimeError, match='torch sees no CUDA GPU'):

@@ -186,6 +186,10 @@ class SlowMatcher:
         time.sleep(self.delay)
         return self.inner.match(left, right)
 
+    def match_full(self, left, right):
+        time.sleep(self.delay)
+        return self.inner.match_full(left, right)
+
     __call__ = match
 
     def close(self):
@@ -401,3 +405,87 @@ def test_reported_disparity_range_is_what_the_matcher_searches(setup):
     log = player.out['rosout'].wait_for(lambda m: 'nearest measurable depth' in m.msg, timeout=5)
     assert log is not None and f'{near:.2f} m' in log.msg
     assert node.health.model_values['nearest measurable depth'] == f'{near:.2f} m'
+
+
+class RampConfidenceMatcher:
+    """Stands in for a model matcher: the plane's disparity and a left-to-right confidence ramp."""
+
+    def __init__(self):
+        from ffs_ros.inference.base import MatcherInfo
+
+        self.info = MatcherInfo(backend='fake', confidence='network')
+        self.prepares = False
+        self.last_timings = {}
+        self.ramp = np.tile(np.linspace(0, 1, W, dtype=np.float32), (H, 1))
+
+    def match_full(self, left, right):
+        from ffs_ros.inference.base import MatchResult
+
+        d = np.full((H, W), DISP, np.float32)
+        d[:, :30] = np.nan
+        c = self.ramp.copy()
+        c[:, :30] = np.nan
+        return MatchResult(d, c)
+
+    def match(self, left, right):
+        return self.match_full(left, right).disparity
+
+    def close(self):
+        pass
+
+
+def test_confidence_topic_threshold_and_diagnostics(ros_context, spin_nodes, make_player):
+    """The confidence topic (32FC1, left header), the mask on disparity/cloud, diagnostics."""
+    ns = f'/itest{next(_ns)}'
+    matcher = RampConfidenceMatcher()
+    node = make_node(
+        ros_context, spin_nodes, ns, matcher=matcher, backend='onnxruntime',
+        confidence_threshold=0.5,
+    )
+    player = make_player(namespace=ns, outputs=('disparity', 'points2', 'confidence'))
+    assert player.wait_connected(node)
+    player.send(node, *plane_msgs(), stamp_ns=7_000_000_000)
+    conf = player.out['confidence'].wait_for(lambda m: True, timeout=20)
+    disp = player.out['disparity'].wait_for(lambda m: True, timeout=20)
+    cloud = player.out['points2'].wait_for(lambda m: True, timeout=20)
+    assert conf is not None and disp is not None and cloud is not None
+    assert conf.encoding == '32FC1' and conf.header.frame_id == 'left_optical'
+    assert (conf.header.stamp.sec, conf.header.stamp.nanosec) == (7, 0)
+    c = np.frombuffer(bytes(conf.data), np.float32).reshape(H, W)
+    np.testing.assert_array_equal(c[:, 30:], matcher.ramp[:, 30:])
+    keep = (matcher.ramp >= 0.5) & (np.arange(W) >= 30)[None, :]
+    d = np.frombuffer(bytes(disp.image.data), np.float32).reshape(H, W)
+    np.testing.assert_array_equal(np.isfinite(d), keep)
+    off = {f.name: f.offset for f in cloud.fields}
+    raw = np.frombuffer(bytes(cloud.data), np.uint8).reshape(H * W, cloud.point_step)
+    zc = raw[:, off['z']: off['z'] + 4].copy().view(np.float32).reshape(H, W)
+    np.testing.assert_array_equal(np.isfinite(zc), keep)
+    diag = player.out['diagnostics'].wait_for(
+        lambda a: any(
+            s.name == 'stereo_node: processing'
+            and any(kv.key == 'mean confidence' for kv in s.values)
+            for s in a.status
+        )
+    )
+    assert diag is not None
+    proc = {
+        kv.key: kv.value
+        for s in diag.status
+        if s.name == 'stereo_node: processing'
+        for kv in s.values
+    }
+    model = {
+        kv.key: kv.value for s in diag.status if s.name == 'stereo_node: model' for kv in s.values
+    }
+    valid = np.arange(W) >= 30
+    assert float(proc['mean confidence']) == pytest.approx(matcher.ramp[0, valid].mean(), abs=1e-3)
+    masked = 100 * (1 - keep[0].sum() / valid.sum())
+    assert float(proc['masked by confidence_threshold (%)']) == pytest.approx(masked, abs=0.1)
+    assert model['confidence'] == 'network'
+
+
+def test_confidence_threshold_without_confidence_refused_at_start_up(ros_context, spin_nodes):
+    from ffs_ros.node import params as P
+
+    with pytest.raises(P.ParamError, match='confidence_threshold 0.3 needs a confidence'):
+        make_node(ros_context, spin_nodes, f'/itest{next(_ns)}', confidence_threshold=0.3)

@@ -212,13 +212,13 @@ ORT_NODE = textwrap.dedent('''
     from ffs_ros.node.stereo_node import main
 
     m = load_matcher(None, backend='onnxruntime')
-    run = m.match
+    run = m.match_full
 
-    def match(left, right):
+    def match_full(left, right):
         print('MATCHER ENTERED', left.shape, flush=True)
         return run(left, right)
 
-    m.match = match
+    m.match_full = match_full
     sys.exit(main(['stereo_node'], matcher=m))
 ''')
 

@@ -1,13 +1,15 @@
 """`ffs-ros infer`: disparity (and depth + point cloud) for one stereo pair from image files.
 
-Writes into --out: left.png, disparity.npy (float32, input resolution, NaN invalid),
-disparity.png (colours on [0, the matcher's max disparity] px) and overview.png (left | disparity |
-depth with colour bars in px and m, see ffs_ros.overview). Depth and point cloud need a
-calibration: --calib K.txt (upstream format: line 1 the 3x3 K row-major, line 2 the baseline in
-metres) or --camera-info (ROS camera_calibration YAML: image_width/height, camera_matrix.data,
+Writes into --out: left.png, disparity.npy (float32, input resolution, NaN invalid), disparity.png
+(colours on [0, the matcher's max disparity] px) and overview.png (left | disparity | depth with
+colour bars in px and m, see ffs_ros.overview); when the matcher gives a confidence, confidence.npy
+(float32 in [0, 1], input resolution, NaN where the disparity is invalid) and confidence.png
+(VIRIDIS: dark = unsure, bright = sure, black = invalid). Depth and point cloud need a calibration:
+--calib K.txt (upstream format: line 1 the 3x3 K row-major, line 2 the baseline in metres) or
+--camera-info (ROS camera_calibration YAML: image_width/height, camera_matrix.data,
 projection_matrix.data); with one also depth.npy (metres, NaN invalid), depth.png (colours on a
-stated range) and cloud.ply (binary little-endian, x y z float + red green blue uchar); without,
-a note says they were skipped. As in stereo_node, the depth image is not range-filtered: only the
+stated range) and cloud.ply (binary little-endian, x y z float + red green blue uchar); without, a
+note says they were skipped. As in stereo_node, the depth image is not range-filtered: only the
 cloud keeps [--min-depth, --max-depth]. stdout is one JSON line (summary, files written); stderr
 lists the files written, notes and warnings (e.g. left and right that look swapped).
 """
@@ -78,6 +80,20 @@ def add_arguments(p) -> None:
         metavar=('NEAR', 'FAR'),
         help='colour range of depth.png and the overview in m (default: --min-depth to 16x the '
         'nearest measurable depth fx*B/max disparity, rounded up, at most --max-depth)',
+    )
+    p.add_argument(
+        '--confidence-source',
+        default='auto',
+        choices=('auto', 'network', 'features', 'off'),
+        help="model backends: where confidence.npy comes from: the model's own output "
+        "('network'), the correlation volume ('features'), 'auto' (the first available) or "
+        "'off' (default: %(default)s)",
+    )
+    p.add_argument(
+        '--lr-check',
+        action='store_true',
+        help='left-right consistency check: match the mirrored pair too and drop pixels whose '
+        'two disparities differ by more than 1 px (about twice the time)',
     )
     p.add_argument('--out', required=True, help='output directory')
 
@@ -307,11 +323,17 @@ def _run(args) -> int:
         cam = camera_from_k_txt(args.calib, w, h)
     elif args.camera_info:
         cam = camera_from_infos(args.camera_info, w, h, args.baseline)
-    options = {} if args.backend == 'sgbm' else {'resize_mode': args.resize_mode}
+    options = {} if args.backend == 'sgbm' else {
+        'resize_mode': args.resize_mode,
+        'confidence_source': args.confidence_source,
+    }
+    if args.lr_check:
+        options['lr_check'] = True
     matcher = load_matcher(args.model, args.backend, args.device, **options)
     try:
         t0 = time.perf_counter()
-        disp = matcher.match(left, right)
+        result = matcher.match_full(left, right)
+        disp, conf = result.disparity, result.confidence
         elapsed = (time.perf_counter() - t0) * 1e3
         timings = dict(matcher.last_timings)
         check = swap_check(matcher, left, right, disp, matcher.info.valid_window)
@@ -327,6 +349,9 @@ def _run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / 'disparity.npy', disp.astype(np.float32))
     written = [out / 'disparity.npy']
+    if conf is not None:
+        np.save(out / 'confidence.npy', conf.astype(np.float32))
+        written.append(out / 'confidence.npy')
     summary = {
         'backend': info.backend,
         'model': info.model,
@@ -336,6 +361,10 @@ def _run(args) -> int:
         'ms': round(elapsed, 1),
         'stages_ms': {k: round(v, 2) for k, v in timings.items()},
         'max_disparity': max_disp,
+        'confidence': info.confidence or None,
+        'mean_confidence': (
+            _rounded(float(np.nanmean(conf))) if conf is not None and finite.size else None
+        ),
     }
     if 'swapped' in check:
         summary['swap_check'] = {
@@ -368,9 +397,9 @@ def _run(args) -> int:
             'LEFT.yaml [RIGHT.yaml]',
             file=err,
         )
-    written += write_images(out, left, disp, max_disp, depth, lo_hi)
-    order = ['left.png', 'disparity.npy', 'disparity.png', 'depth.npy', 'depth.png', 'cloud.ply',
-             'overview.png']
+    written += write_images(out, left, disp, max_disp, depth, lo_hi, confidence=conf)
+    order = ['left.png', 'disparity.npy', 'disparity.png', 'confidence.npy', 'confidence.png',
+             'depth.npy', 'depth.png', 'cloud.ply', 'overview.png']
     names = sorted((p.name for p in written), key=order.index)
     summary['outputs'] = names
     colors = f'disparity colours 0-{max_disp:g} px'

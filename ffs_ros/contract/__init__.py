@@ -13,6 +13,7 @@ from either. See ../shared/docs/ffs-model-contracts.md for the upstream facts (i
 
 from .files import (
     CHECKPOINT_SUFFIXES,
+    CONFIDENCE_OUTPUT,
     ENGINE_SUFFIXES,
     EXPECTED_LAYOUTS,
     FEATURE_FILE,
@@ -48,6 +49,7 @@ from .wiring import (
 
 __all__ = [
     'CHECKPOINT_SUFFIXES',
+    'CONFIDENCE_OUTPUT',
     'ENGINE_SUFFIXES',
     'EXPECTED_LAYOUTS',
     'FEATURE_FILE',

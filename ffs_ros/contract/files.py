@@ -46,6 +46,8 @@ SINGLE_INPUTS = ('left_image', 'right_image')
 SINGLE_OUTPUT = 'disparity'
 PLUGIN_OP = 'FFSGWCVolume'
 POST_OUTPUT = 'disp'
+# Optional second output of the last graph (our models): how sure each disparity is, 0..1
+CONFIDENCE_OUTPUT = 'confidence'
 MULTIPLE = 32
 
 # ImageNet statistics on the 0..255 scale (single-engine contract: the caller normalises).
@@ -173,8 +175,22 @@ class ModelSource:
         if self.kind == 'plugin':
             return POST_OUTPUT
         if self.post is not None and self.post.output(POST_OUTPUT) is None:
-            return self.post.outputs[0].name
+            return next(n for n in self.post.output_names if n != CONFIDENCE_OUTPUT)
         return POST_OUTPUT
+
+    @property
+    def confidence_output(self) -> str | None:
+        """Name of the last graph's confidence output, or None when the model has none.
+
+        Our own models output ``confidence`` beside the disparity; upstream exports do not. A
+        checkpoint (torch) always can.
+        """
+        if self.kind == 'torch':
+            return CONFIDENCE_OUTPUT
+        g = self.post if self.kind == 'two_stage' else self.single
+        if g is not None and g.output(CONFIDENCE_OUTPUT) is not None:
+            return CONFIDENCE_OUTPUT
+        return None
 
     @property
     def network_size(self) -> tuple[int, int] | None:
@@ -421,7 +437,9 @@ def check_two_stage(feature: GraphInfo, post: GraphInfo, config: ModelConfig) ->
             '(outputs '
             f'{list(feature.output_names)}); the two files do not belong to the same export'
         )
-    if post.output(POST_OUTPUT) is None and len(post.outputs) != 1:
+    if post.output(POST_OUTPUT) is None and len(
+        [n for n in post.output_names if n != CONFIDENCE_OUTPUT]
+    ) != 1:
         raise ModelContractError(
             f'{post.path}: the post graph must output {POST_OUTPUT!r} [1,1,H,W]; it outputs '
             f'{list(post.output_names)}'

@@ -40,6 +40,7 @@ class StagePlan:
     gwc_shape: tuple  # [1, G, D, H/4, W/4]
     # feature outputs the post graph does not take (computed, never bound)
     unused_features: tuple = ()
+    confidence_output: str | None = None  # the post graph's confidence output, if it has one
 
 
 def check_net_size(net_hw) -> tuple[int, int]:
@@ -70,6 +71,7 @@ def stage_plan(src: ModelSource, net_hw: tuple[int, int]) -> StagePlan:
         np.dtype(src.gwc_dtype),
         (1, g, d, h // 4, w // 4),
         unused,
+        src.confidence_output,
     )
 
 

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # What 'auto' falls back to while no model is installed (keeps the node usable on a CPU).
 AUTO_FALLBACK_BACKEND = 'sgbm'
 _SGBM_ONLY = ('max_disparity', 'block_size')
+_ANY_BACKEND = ('lr_check', 'lr_max_diff')  # wrappers around whatever matcher is made
 
 
 class NoModelInstalled(ValueError):
@@ -104,7 +105,8 @@ def load_matcher(model=None, backend: str = 'auto', device=None, **options) -> S
     backend: 'auto', 'sgbm' (needs no model), 'onnxruntime', 'torch' or 'tensorrt'. 'auto' with no
     model given and none installed falls back to sgbm (logged); every other failure raises. device:
     None (best available), 'cpu', 'cuda', 'cuda:N'. options: see ffs_ros.inference.options
-    (resize_mode, net_size, cuda_graph, precision, plugin_library, ...). Raises ValueError /
+    (resize_mode, net_size, cuda_graph, precision, plugin_library, confidence_source, lr_check,
+    ...). Raises ValueError /
     RuntimeError with a message naming what to change.
     """
     if backend not in BACKENDS:
@@ -115,20 +117,40 @@ def load_matcher(model=None, backend: str = 'auto', device=None, **options) -> S
         except NoModelInstalled as exc:
             log.warning("backend 'auto': %s; using '%s'", exc, AUTO_FALLBACK_BACKEND)
             backend = AUTO_FALLBACK_BACKEND
-            options = {k: v for k, v in options.items() if k in _SGBM_ONLY}
+            options = {k: v for k, v in options.items() if k in _SGBM_ONLY + _ANY_BACKEND}
+    matcher = _make_matcher(model, backend, device, options)
+    lr = {k: options[k] for k in _ANY_BACKEND if k in options}
+    if lr.get('lr_check'):
+        from .confidence import LRCheckMatcher
+
+        matcher = LRCheckMatcher(matcher, float(lr.get('lr_max_diff', 1.0)))
+    return matcher
+
+
+def _make_matcher(model, backend, device, options) -> StereoMatcher:
     if backend == 'sgbm':
         from .sgbm import SGBMMatcher
 
-        return SGBMMatcher(**check_options('sgbm', options))
+        opts = check_options('sgbm', options)
+        return SGBMMatcher(**{k: v for k, v in opts.items() if k not in _ANY_BACKEND})
     from ..contract import detect_model
 
     source = detect_model(resolve_model_path(model))
     if backend == 'auto':
         backend = choose_backend(source)
     options = check_options(backend, {k: v for k, v in options.items() if k not in _SGBM_ONLY})
+    for k in _ANY_BACKEND:
+        options.pop(k, None)
     common = {
         k: options.pop(k)
-        for k in ('resize_mode', 'net_size', 'allow_upscale', 'remove_invisible', 'cuda_graph')
+        for k in (
+            'resize_mode',
+            'net_size',
+            'allow_upscale',
+            'remove_invisible',
+            'cuda_graph',
+            'confidence_source',
+        )
         if k in options
     }
     if backend == 'onnxruntime':

@@ -30,7 +30,32 @@ class MatcherInfo:
     valid_window: tuple[int, int, int, int] | None = None
     max_disparity: float | None = None
     delta_d: float = DEFAULT_DELTA_D
+    confidence: str = ''
+    lr_check: bool = False
     extra: dict = field(default_factory=dict)  # backend details (precision, resize mode, ...)
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """What :meth:`StereoMatcher.match_full` returns.
+
+    disparity: float32 HxW in left-image pixels, NaN where invalid. confidence: float32 HxW in
+    [0, 1] at the same resolution (how sure each disparity is; NaN where the disparity is NaN),
+    or None when the matcher cannot give one (``MatcherInfo.confidence`` says which).
+    """
+
+    disparity: np.ndarray
+    confidence: np.ndarray | None = None
+
+
+def with_nan(confidence, disparity):
+    """Return `confidence` as float32 with NaN wherever `disparity` is NaN (None stays None)."""
+    if confidence is None:
+        return None
+    c = np.asarray(confidence, np.float32)
+    c = np.clip(c, 0.0, 1.0, out=c if c.flags.writeable else None)
+    c[~np.isfinite(disparity)] = np.nan
+    return c
 
 
 class StereoMatcher(abc.ABC):
@@ -56,6 +81,13 @@ class StereoMatcher(abc.ABC):
     @abc.abstractmethod
     def match(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Compute the disparity of `left` against `right` (both HxWx3 uint8 RGB)."""
+
+    def match_full(self, left: np.ndarray, right: np.ndarray) -> MatchResult:
+        """Compute the disparity and, where the matcher can, its confidence.
+
+        The default gives no confidence; matchers that can override this.
+        """
+        return MatchResult(self.match(left, right), None)
 
     def prepare(self, in_hw: tuple[int, int]) -> None:
         """Get ready for inputs of size (H, W) (e.g.

@@ -110,10 +110,11 @@ def to_network(image: np.ndarray, plan: ResizePlan) -> np.ndarray:
     return out
 
 
-def from_network(disp: np.ndarray, plan: ResizePlan) -> np.ndarray:
+def from_network(disp: np.ndarray, plan: ResizePlan, scale_values: bool = True) -> np.ndarray:
     """Map a net_h x net_w disparity to an in_h x in_w disparity in input pixels.
 
-    Crop, resize, divide by scale_x.
+    Crop, resize, divide by scale_x (scale_values=False: a map that is not in pixels, e.g. a
+    confidence, keeps its values).
     """
     import cv2
 
@@ -125,7 +126,8 @@ def from_network(disp: np.ndarray, plan: ResizePlan) -> np.ndarray:
             (plan.in_hw[1], plan.in_hw[0]),
             interpolation=cv2.INTER_LINEAR,
         )
-        out *= np.float32(1.0 / plan.scale_x)
+        if scale_values:
+            out *= np.float32(1.0 / plan.scale_x)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -149,15 +151,16 @@ def to_network_torch(image, plan: ResizePlan):
     return out
 
 
-def from_network_torch(disp, plan: ResizePlan):
-    """[B,1,net_h,net_w] disparity -> [B,1,in_h,in_w] in input pixels."""
+def from_network_torch(disp, plan: ResizePlan, scale_values: bool = True):
+    """[B,1,net_h,net_w] disparity -> [B,1,in_h,in_w] in input pixels (see from_network)."""
     import torch.nn.functional as F
 
     sh, sw = plan.scaled_hw
     out = disp[...,:sh,:sw]
     if not plan.identity:
         out = F.interpolate(out.float(), size=plan.in_hw, mode='bilinear', align_corners=False)
-        out = out * (1.0 / plan.scale_x)
+        if scale_values:
+            out = out * (1.0 / plan.scale_x)
     return out
 
 

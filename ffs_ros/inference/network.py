@@ -28,9 +28,18 @@ import threading
 
 import numpy as np
 
-from ..contract import GWC_INPUT, GWC_SOURCES, ModelSource, imagenet_normalise, stage_plan, to_nchw
+from ..contract import (
+    CONFIDENCE_OUTPUT,
+    GWC_INPUT,
+    GWC_SOURCES,
+    ModelSource,
+    imagenet_normalise,
+    stage_plan,
+    to_nchw,
+)
 from ..contract.gwc import gwc_volume_numpy, gwc_volume_tensor
-from .base import DEFAULT_DELTA_D, MatcherInfo, StereoMatcher, check_pair
+from .base import DEFAULT_DELTA_D, MatcherInfo, MatchResult, StereoMatcher, check_pair, with_nan
+from .confidence import feature_confidence_numpy, feature_confidence_torch
 from .device import Device, HostClock
 from .letterbox import (
     ResizePlan,
@@ -45,7 +54,8 @@ from .letterbox import (
 
 log = logging.getLogger(__name__)
 
-STAGES = ('preprocess', 'feature', 'gwc', 'post', 'postprocess')
+STAGES = ('preprocess', 'feature', 'gwc', 'post', 'confidence', 'postprocess')
+CONFIDENCE_SOURCES = ('auto', 'network', 'features', 'off')
 
 
 @dataclass
@@ -92,7 +102,8 @@ class NetworkMatcher(StereoMatcher):
     Options: ``resize_mode`` ('letterbox' | 'stretch'), ``allow_upscale`` (scale > 1 for small
     images on a fixed-size graph), ``net_size`` ((H, W) to run a dynamic graph at a fixed size),
     ``remove_invisible`` (NaN where x - d < 0: no match possible in the right image),
-    ``cuda_graph`` (device runner on CUDA only).
+    ``cuda_graph`` (device runner on CUDA only), ``confidence_source`` ('auto': the model's own
+    confidence output if it has one, else the feature-based one; 'network', 'features', 'off').
     """
 
     def __init__(
@@ -104,10 +115,12 @@ class NetworkMatcher(StereoMatcher):
         net_size=None,
         remove_invisible: bool = True,
         cuda_graph: bool = False,
+        confidence_source: str = 'auto',
     ) -> None:
         super().__init__()
         self.source = source
         self.graphs = graphs
+        self.confidence_source = resolve_confidence(source, confidence_source or 'auto')
         self.resize_mode = resize_mode
         self.allow_upscale = allow_upscale
         self.remove_invisible = remove_invisible
@@ -197,6 +210,7 @@ class NetworkMatcher(StereoMatcher):
             valid_window=window,
             max_disparity=max_disp,
             delta_d=DEFAULT_DELTA_D,
+            confidence=self.confidence_source,
             extra=extra,
         )
 
@@ -217,16 +231,23 @@ class NetworkMatcher(StereoMatcher):
             self._buffers(plan.net_hw)
 
     def match(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return self._match(left, right, False).disparity
+
+    def match_full(self, left: np.ndarray, right: np.ndarray) -> MatchResult:
+        return self._match(left, right, True)
+
+    def _match(self, left, right, want_confidence: bool) -> MatchResult:
         check_pair(left, right)
+        want = want_confidence and bool(self.confidence_source)
         with self._lock:
             plan = self.plan_for(left.shape[:2])
             self.last_plan = plan
             if self.graphs.on_device:
-                out, timings = self._match_device(left, right, plan)
+                out, conf, timings = self._match_device(left, right, plan, want)
             else:
-                out, timings = self._match_host(left, right, plan)
+                out, conf, timings = self._match_host(left, right, plan, want)
             self.last_timings = timings
-        return out
+        return MatchResult(out, with_nan(conf, out) if want else None)
 
     def close(self) -> None:
         for g in self.graphs.graphs.values():
@@ -237,27 +258,31 @@ class NetworkMatcher(StereoMatcher):
         self._sized.clear()
 
     # -- host runner ------------------------------------------------------------------------------
-    def _match_host(self, left, right, plan: ResizePlan):
+    def _match_host(self, left, right, plan: ResizePlan, want_confidence: bool):
         clock = HostClock()
         l_in, r_in = to_nchw(to_network(left, plan)), to_nchw(to_network(right, plan))
         if self.source.prenormalised:
             imagenet_normalise(l_in)
             imagenet_normalise(r_in)
         clock.mark('preprocess')
-        disp = self._network_host(l_in, r_in, plan.net_hw, clock)
+        disp, conf = self._network_host(l_in, r_in, plan.net_hw, clock, want_confidence)
         out = invalidate(from_network(disp, plan), self.remove_invisible)
+        if conf is not None:
+            conf = from_network(conf, plan, scale_values=False)
         clock.mark('postprocess')
-        return out, clock.read()
+        return out, conf, clock.read()
 
-    def _network_host(self, left, right, net_hw, clock) -> np.ndarray:
+    def _network_host(self, left, right, net_hw, clock, want_confidence=False):
+        """Run the graphs at `net_hw` -> (disparity [H,W], confidence [H,W] or None)."""
         g = self.graphs.graphs
         a, b = self.source.image_inputs
         if not self.graphs.two_stage:
-            out = g['single'].run({a: left, b: right})[self.source.disparity_output]
+            outs = g['single'].run({a: left, b: right})
             clock.mark('feature')
             clock.times.setdefault('gwc', 0.0)
             clock.times.setdefault('post', 0.0)
-            return out[0, 0]
+            conf = outs[self.source.confidence_output][0, 0] if want_confidence else None
+            return outs[self.source.disparity_output][0, 0], conf
         plan = self._plan(net_hw)
         feats = g['feature'].run({a: left, b: right})
         clock.mark('feature')
@@ -277,20 +302,27 @@ class NetworkMatcher(StereoMatcher):
         feeds = {n: feats[n].astype(dt, copy=False) for n, dt in plan.post_feeds.items()}
         feeds[GWC_INPUT] = vol
         clock.mark('gwc')
-        disp = g['post'].run(feeds)[plan.post_output]
+        outs = g['post'].run(feeds)
+        disp = outs[plan.post_output][0, 0]
         clock.mark('post')
-        return disp[0, 0]
+        conf = None
+        if want_confidence and self.confidence_source == 'network':
+            conf = outs[plan.confidence_output][0, 0]
+        elif want_confidence and self.confidence_source == 'features':
+            conf = feature_confidence_numpy(vol, disp)
+            clock.mark('confidence')
+        return disp, conf
 
     # -- device runner ----------------------------------------------------------------------------
-    def _match_device(self, left, right, plan: ResizePlan):
+    def _match_device(self, left, right, plan: ResizePlan, want_confidence: bool):
         dev = self.device
         with self.torch_inference(), dev.scope():
             clock = dev.clock()
             try:
                 x = self._upload(left, right, plan)
                 clock.mark('preprocess')
-                disp = self._network_device(x, plan.net_hw, clock)
-                out = self._download(disp, plan, clock)
+                disp, conf = self._network_device(x, plan.net_hw, clock, want_confidence)
+                out, conf = self._download(disp, conf, plan, clock)
             finally:
                 # the one wait: the result is needed on the host (and after a failure, the pinned
                 # buffers must
@@ -298,7 +330,10 @@ class NetworkMatcher(StereoMatcher):
                 # flight)
                 dev.synchronize()
             timings = clock.read()  # events are complete now
-        return np.array(out, dtype=np.float32, copy=True) if dev.is_cuda else out, timings
+        if dev.is_cuda:  # the pinned buffers are reused by the next frame
+            out = np.array(out, dtype=np.float32, copy=True)
+            conf = None if conf is None else np.array(conf, dtype=np.float32, copy=True)
+        return out, conf, timings
 
     def torch_inference(self):
         import torch
@@ -318,7 +353,7 @@ class NetworkMatcher(StereoMatcher):
             return torch.from_numpy(x)
         host = self._pinned.get(left.shape)
         if host is None:  # page-locked staging buffer, reused while the image size stays
-            self._pinned = {k: v for k, v in self._pinned.items() if k[0] == 'out'}
+            self._pinned = {k: v for k, v in self._pinned.items() if isinstance(k[0], str)}
             host = self._pinned[left.shape] = torch.empty(
                 (2,) + left.shape, dtype=torch.uint8, pin_memory=True
             )
@@ -330,38 +365,56 @@ class NetworkMatcher(StereoMatcher):
             x = (x - self._mean) / self._std
         return x.contiguous()
 
-    def _download(self, disp, plan: ResizePlan, clock):
-        import torch
-
+    def _download(self, disp, conf, plan: ResizePlan, clock):
+        """Bring the disparity (and confidence) to the host at input resolution."""
         dev = self.device
         if not dev.is_cuda:
-            d = disp.detach().float().numpy()[0, 0]
-            out = from_network(d, plan)
-            if np.shares_memory(
-                out, d
-            ):  # a graph's output buffer: the next frame would overwrite it
-                out = out.copy()
-            out = invalidate(out, self.remove_invisible)
+            out = invalidate(self._host_copy(disp, plan, True), self.remove_invisible)
+            c = None if conf is None else self._host_copy(conf, plan, False)
             clock.mark('postprocess')
-            return out
+            return out, c
+        import torch
+
         d = from_network_torch(disp.float(), plan)[0, 0]
         bad = ~torch.isfinite(d) | (d <= 0)
         if self.remove_invisible:
             xs = torch.arange(d.shape[-1], device=d.device, dtype=d.dtype)
             bad |= (xs - d) < 0
         d = d.masked_fill(bad, float('nan'))
-        key = ('out',) + tuple(d.shape)
+        out = self._pinned_copy('out', d)  # the one download, on our stream
+        c = None
+        if conf is not None:
+            c = self._pinned_copy('conf', from_network_torch(conf.float(), plan, False)[0, 0])
+        clock.mark('postprocess')
+        return out, c
+
+    @staticmethod
+    def _host_copy(t, plan, scale_values):
+        """CPU tensor [1,1,h,w] at network size -> numpy at input size, never a graph's buffer."""
+        a = t.detach().float().numpy()[0, 0]
+        out = from_network(a, plan, scale_values=scale_values)
+        # a graph's output buffer: the next frame would overwrite it
+        return out.copy() if np.shares_memory(out, a) else out
+
+    def _pinned_copy(self, role, t):
+        """Copy device tensor `t` into a reused page-locked host buffer (non-blocking)."""
+        import torch
+
+        key = (role,) + tuple(t.shape)
         host = self._pinned.get(key)
         if host is None:
-            self._pinned = {k: v for k, v in self._pinned.items() if k[0] != 'out'}
+            self._pinned = {k: v for k, v in self._pinned.items() if k[0] != role}
             host = self._pinned[key] = torch.empty(
-                tuple(d.shape), dtype=torch.float32, pin_memory=True
+                tuple(t.shape), dtype=torch.float32, pin_memory=True
             )
-        host.copy_(d, non_blocking=True)  # the one download, on our stream
-        clock.mark('postprocess')
+        host.copy_(t, non_blocking=True)
         return host.numpy()
 
-    def _network_device(self, x, net_hw, clock):
+    def _network_device(self, x, net_hw, clock, want_confidence):
+        """Run the network on device tensors -> (disparity, confidence or None) [1,1,H,W].
+
+        A captured CUDA graph always computes the confidence (when there is a source).
+        """
         if self.cuda_graph:
             entry = self._captured.get(net_hw, ())
             if entry == ():
@@ -372,7 +425,7 @@ class NetworkMatcher(StereoMatcher):
                 graph.replay()
                 clock.mark('network')
                 return static_out
-        return self._stages(x[0:1], x[1:2], net_hw, clock)
+        return self._stages(x[0:1], x[1:2], net_hw, clock, want_confidence)
 
     def _capture(self, x, net_hw):
         """Capture the network stages at `net_hw` into a CUDA graph on our stream.
@@ -385,12 +438,12 @@ class NetworkMatcher(StereoMatcher):
         try:
             static_in = x.clone()
             self._stages(
-                static_in[0:1], static_in[1:2], net_hw, None
+                static_in[0:1], static_in[1:2], net_hw, None, True
             )  # warm-up: lazy init is not captured
             dev.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=dev.stream, capture_error_mode='thread_local'):
-                static_out = self._stages(static_in[0:1], static_in[1:2], net_hw, None)
+                static_out = self._stages(static_in[0:1], static_in[1:2], net_hw, None, True)
             dev.synchronize()
             return graph, static_in, static_out
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run without a graph
@@ -439,8 +492,8 @@ class NetworkMatcher(StereoMatcher):
         self._sized[net_hw] = bufs
         return bufs
 
-    def _stages(self, left, right, net_hw, clock):
-        """Run [1,3,H,W] device tensors at the network size -> [1,1,H,W] disparity tensor.
+    def _stages(self, left, right, net_hw, clock, want_confidence=True):
+        """Run [1,3,H,W] device tensors at the network size -> (disparity, confidence) [1,1,H,W].
 
         Runs on the current stream.
         """
@@ -451,9 +504,12 @@ class NetworkMatcher(StereoMatcher):
         a, b = self.source.image_inputs
         mark = clock.mark if clock is not None else (lambda stage: None)
         if bufs.plan is None:
-            out = g['single'].run({a: left, b: right}, net_hw)[self.source.disparity_output]
+            outs = g['single'].run({a: left, b: right}, net_hw)
             mark('feature')
-            return out
+            conf = None
+            if want_confidence and self.confidence_source:
+                conf = outs[self.source.confidence_output]
+            return outs[self.source.disparity_output], conf
         plan = bufs.plan
         feats = g['feature'].run({a: left, b: right}, net_hw)
         mark('feature')
@@ -476,9 +532,16 @@ class NetworkMatcher(StereoMatcher):
                 feeds[n] = feats[n] if feats[n].dtype == want else feats[n].to(want)
         feeds[GWC_INPUT] = bufs.volume
         mark('gwc')
-        disp = g['post'].run(feeds, net_hw)[plan.post_output]
+        outs = g['post'].run(feeds, net_hw)
+        disp = outs[plan.post_output]
         mark('post')
-        return disp
+        conf = None
+        if want_confidence and self.confidence_source == 'network':
+            conf = outs[plan.confidence_output]
+        elif want_confidence and self.confidence_source == 'features':
+            conf = feature_confidence_torch(bufs.volume, disp)
+            mark('confidence')
+        return disp, conf
 
     def _plan(self, net_hw):
         """Return the feature -> volume -> post wiring at `net_hw` (planned once per size)."""
@@ -497,3 +560,34 @@ class _DeviceBuffers:
     plan: object  # StagePlan (two-stage) or None (one graph)
     # the correlation-volume tensor the post graph reads (its own input buffer if it has one)
     volume: object
+
+
+def resolve_confidence(source: ModelSource, wanted: str) -> str:
+    """Return where the confidence of `source` comes from ('network', 'features' or '').
+
+    wanted: one of CONFIDENCE_SOURCES. Raises ValueError when the model cannot give the one asked
+    for.
+    """
+    if wanted not in CONFIDENCE_SOURCES:
+        raise ValueError(
+            f'confidence_source {wanted!r}: choose one of {", ".join(CONFIDENCE_SOURCES)}'
+        )
+    has_network = source.confidence_output is not None
+    has_volume = source.kind in ('two_stage', 'torch')
+    if wanted == 'off':
+        return ''
+    if wanted == 'network' and not has_network:
+        raise ValueError(
+            f'confidence_source network: {source.describe()} has no {CONFIDENCE_OUTPUT!r} output '
+            "(official exports output only the disparity); use 'features' (two-stage exports) or "
+            "'auto'"
+        )
+    if wanted == 'features' and not has_volume:
+        raise ValueError(
+            f'confidence_source features needs a two-stage model (the correlation volume between '
+            f'its graphs); {source.describe()} is a {source.kind} model: use '
+            f"'{'network' if has_network else 'off'}'"
+        )
+    if wanted == 'auto':
+        return 'network' if has_network else ('features' if has_volume else '')
+    return wanted

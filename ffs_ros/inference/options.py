@@ -132,6 +132,33 @@ OPTIONS: tuple[BackendOption, ...] = (
         '',
         'plugin_library',
     ),
+    BackendOption(
+        'confidence_source',
+        NETWORK_BACKENDS,
+        "model backends: where the confidence comes from: 'auto' (the model's own confidence "
+        "output if it has one, else 'features'), 'network', 'features' (from the correlation "
+        "volume; any two-stage model), 'off'; empty = auto. sgbm gives none",
+        '',
+        'confidence_source',
+        choices=('', 'auto', 'network', 'features', 'off'),
+    ),
+    BackendOption(
+        'lr_check',
+        ('sgbm',) + NETWORK_BACKENDS,
+        'left-right consistency check: match the mirrored pair too (about twice the match time) '
+        'and drop pixels whose two disparities differ by more than lr_max_diff',
+        False,
+        'lr_check',
+    ),
+    BackendOption(
+        'lr_max_diff',
+        ('sgbm',) + NETWORK_BACKENDS,
+        'lr_check: largest accepted |d_left - d_right| (px)',
+        1.0,
+        'lr_max_diff',
+        0.01,
+        1000.0,
+    ),
     BackendOption('max_disparity', ('sgbm',), 'sgbm: disparity search range (px)'),
     BackendOption('block_size', ('sgbm',), 'sgbm: matching block size (odd)'),
 )

@@ -94,10 +94,12 @@ def torch_graphs(
             normalize,
             gwc_dtype,
             (1, cv_group, d, h // 4, w // 4),
+            confidence_output='confidence',
         )
 
     def post(**feeds):
-        return {'disp': net.post(**feeds).float()}
+        disp, conf = net.post(**feeds, with_confidence=True)
+        return {'disp': disp.float(), 'confidence': conf.float()}
 
     graphs = {
         'feature': _Stage(lambda left, right: net.features(left, right), fp16, dev),

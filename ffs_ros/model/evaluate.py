@@ -175,3 +175,87 @@ def format_table(results):
             f'{100 * m["d1"]:6.1f}% {100 * m["density"]:5.0f}% {m["ms"]:8.0f}'
         )
     return '\n'.join(lines)
+
+
+# ---- confidence: sparsification curves ---------------------------------------------------------
+SPARSIFICATION_KEEP = (1.0, 0.9, 0.8, 0.5)  # reported points: bad-2 of the most confident share
+_AUC_GRID = np.linspace(0.01, 1.0, 100)
+
+
+def sparsification(err, conf, threshold: float = 2.0):
+    """Return the bad-`threshold` sparsification of pixels ranked by `conf`, beside the oracle's.
+
+    err: absolute disparity errors of the scored pixels; conf: their confidences (higher = surer;
+    NaN = least sure). Keeping the most confident share f of the pixels, bad(f) is the share of
+    them with err > threshold; the curve is sampled at f = 0.01 ... 1 and its area (AUC, trapezoid)
+    is compared with the oracle's, which ranks the pixels by their true error. Returns dict(at
+    {f: bad(f)} for SPARSIFICATION_KEEP, auc, oracle_auc, ratio = auc / oracle_auc).
+    """
+    err = np.asarray(err, np.float64).ravel()
+    conf = np.asarray(conf, np.float64).ravel()
+    if err.size == 0:
+        raise ValueError('sparsification of no pixels')
+    bad = err > threshold
+
+    def curve(order):
+        cum = np.cumsum(bad[order])
+        k = np.maximum(1, np.rint(_AUC_GRID * err.size).astype(np.int64))
+        return cum[k - 1] / k
+
+    ranked = curve(np.argsort(-np.nan_to_num(conf, nan=-np.inf), kind='stable'))
+    oracle = curve(np.argsort(err, kind='stable'))
+    trapezoid = getattr(np, 'trapezoid', None) or np.trapz  # numpy 1.26 has only trapz
+    auc, oracle_auc = float(trapezoid(ranked, _AUC_GRID)), float(trapezoid(oracle, _AUC_GRID))
+    at = {f: float(ranked[int(round(f * 100)) - 1]) for f in SPARSIFICATION_KEEP}
+    return {
+        'at': at,
+        'auc': auc,
+        'oracle_auc': oracle_auc,
+        'ratio': auc / oracle_auc if oracle_auc > 0 else float('inf'),
+    }
+
+
+def lr_score(difference):
+    """Graded left-right confidence: 1 / (1 + |d_L - d_R|), 0 where the check cannot be made."""
+    s = 1.0 / (1.0 + np.asarray(difference, np.float32))
+    return np.nan_to_num(s, nan=0.0)
+
+
+def evaluate_confidence(confidence_of, pairs, threshold: float = 2.0):
+    """Return (per-pair rows, mean row) of sparsification for one confidence source.
+
+    confidence_of(pair) -> (disparity HxW, confidence HxW, milliseconds). Pixels scored: those
+    with ground truth (see `score`) and a valid disparity. The mean row averages the pairs.
+    """
+    rows = []
+    for p in pairs:
+        disp, conf, ms = confidence_of(p)
+        m = p.valid & np.isfinite(p.gt) & np.isfinite(disp)
+        r = sparsification(np.abs(disp - p.gt)[m], np.asarray(conf)[m], threshold)
+        r.update(name=p.name, ms=ms)
+        rows.append(r)
+    mean = {
+        'at': {f: float(np.mean([r['at'][f] for r in rows])) for f in SPARSIFICATION_KEEP},
+        'auc': float(np.mean([r['auc'] for r in rows])),
+        'oracle_auc': float(np.mean([r['oracle_auc'] for r in rows])),
+        'ms': float(np.mean([r['ms'] for r in rows])),
+    }
+    mean['ratio'] = mean['auc'] / mean['oracle_auc'] if mean['oracle_auc'] > 0 else float('inf')
+    return rows, mean
+
+
+def format_confidence_table(results):
+    """results: list of (dataset, source, mean-row) -> aligned text table."""
+    keep = ' '.join(f'{"b2@" + str(int(100 * f)):>7}' for f in SPARSIFICATION_KEEP)
+    head = (
+        f'{"dataset":<12} {"confidence":<22} {keep} {"AUC":>7} {"oracle":>7} {"ratio":>6} '
+        f'{"ms":>7}'
+    )
+    lines = [head, '-' * len(head)]
+    for ds, source, m in results:
+        at = ' '.join(f'{100 * m["at"][f]:6.2f}%' for f in SPARSIFICATION_KEEP)
+        lines.append(
+            f'{ds:<12} {source:<22} {at} {100 * m["auc"]:6.3f}% {100 * m["oracle_auc"]:6.3f}% '
+            f'{m["ratio"]:6.2f} {m["ms"]:7.0f}'
+        )
+    return '\n'.join(lines)

@@ -4,6 +4,7 @@
     features_left_08,
                           features_left_16, features_left_32, features_right_04, stem_2x
     post_runner.onnx    : those six + gwc_volume float16 [1,G,D,H/4,W/4] -> disp float32 [1,1,H,W]
+                          and confidence float32 [1,1,H,W] (0..1, how sure each disparity is)
     onnx.yaml           : max_disp, valid_iters, cv_group, normalize, image_size (+ our model
     config)
 
@@ -60,6 +61,7 @@ class _PostStage(nn.Module):
             stem_2x,
             gwc_volume.float(),
             iters=self.iters,
+            with_confidence=True,
         )
 
 
@@ -80,7 +82,7 @@ class _SingleGraph(nn.Module):
         right = right_image * norm.std + norm.mean
         f = self.model.features(left, right)
         vol = self.model.gwc(f['features_left_04'], f['features_right_04'])
-        return self.model.post(**f, gwc_volume=vol, iters=self.iters)
+        return self.model.post(**f, gwc_volume=vol, iters=self.iters, with_confidence=True)
 
 
 def _export(module, args, path, input_names, output_names, dynamic_axes):
@@ -152,19 +154,25 @@ def export_two_stage(
             pdyn = {k: v for k, v in fdyn.items() if k in FEATURE_NAMES}
             pdyn['gwc_volume'] = {3: 'H_4', 4: 'W_4'}
             pdyn['disp'] = dyn_img
+            pdyn['confidence'] = dyn_img
         _export(
             _PostStage(model, iters),
             tuple(feats[k] for k in FEATURE_NAMES) + (vol,),
             out / 'post_runner.onnx',
             FEATURE_NAMES + ('gwc_volume',),
-            ('disp',),
+            ('disp', 'confidence'),
             pdyn,
         )
         if single:
             norm = model.feature_net.norm
             ln, rn = (left - norm.mean) / norm.std, (right - norm.mean) / norm.std
             sdyn = (
-                {'left_image': dyn_img, 'right_image': dyn_img, 'disparity': dyn_img}
+                {
+                    'left_image': dyn_img,
+                    'right_image': dyn_img,
+                    'disparity': dyn_img,
+                    'confidence': dyn_img,
+                }
                 if dynamic
                 else None
             )
@@ -173,7 +181,7 @@ def export_two_stage(
                 (ln, rn),
                 out / 'model.onnx',
                 ('left_image', 'right_image'),
-                ('disparity',),
+                ('disparity', 'confidence'),
                 sdyn,
             )
     meta = {

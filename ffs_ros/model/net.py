@@ -57,7 +57,7 @@ DEFAULT_CONFIG = {
 
 # Confidence: the probability mass of the filtered cost volume within CONFIDENCE_RADIUS bins (1/4
 # resolution; 1 bin = 4 px) of the final disparity, upsampled with the disparity's convex weights.
-CONFIDENCE_RADIUS = 1.0
+CONFIDENCE_RADIUS = 2.0
 
 
 def volume_confidence(prob, disp4, radius: float = CONFIDENCE_RADIUS):

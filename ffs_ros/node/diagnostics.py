@@ -99,6 +99,7 @@ class NodeHealth:
         self._stages: dict[str, _Stamped] = {s: _Stamped(maxlen=512) for s in STAGES}
         self._bad = _Stamped(maxlen=256)
         self._errors = _Stamped(maxlen=256)
+        self._confidence = _Stamped(maxlen=512)  # (mean confidence, masked share) per frame
         self.pairs_total = 0
         self.published_total = 0
         self.bad_total = 0
@@ -140,11 +141,18 @@ class NodeHealth:
             self.errors_total += 1
 
     def published(
-        self, timings_ms: dict, age_s: float, resolution: Optional[tuple] = None
+        self,
+        timings_ms: dict,
+        age_s: float,
+        resolution: Optional[tuple] = None,
+        confidence: Optional[tuple] = None,
     ) -> None:
+        """Record a published frame; confidence: (mean confidence, share masked) if any."""
         now = self._clock()
         with self._lock:
             self._published.add(now)
+            if confidence is not None and confidence[0] is not None:
+                self._confidence.add(now, (float(confidence[0]), float(confidence[1])))
             self.published_total += 1
             self._ages.add(now, age_s)
             self._run_ages.append(age_s)
@@ -178,6 +186,7 @@ class NodeHealth:
                 self._ages,
                 self._bad,
                 self._errors,
+                self._confidence,
                 *self._stages.values(),
             ):
                 s.prune(now, c.window)
@@ -195,6 +204,7 @@ class NodeHealth:
             bad_total, last_bad = self.bad_total, self.last_bad
             model_values = dict(self.model_values)
             in_res = self.input_resolution
+            conf = self._confidence.values()
         hw = c.hardware_id or c.node_name
         return [
             self._input_status(
@@ -209,7 +219,7 @@ class NodeHealth:
                 pairs_total,
             ),
             self._processing_status(
-                hw, out_rate, stage_pct, age_p50, age_p95, err_recent, published_total
+                hw, out_rate, stage_pct, age_p50, age_p95, err_recent, published_total, conf
             ),
             self._model_status(hw, model_values, in_res),
         ]
@@ -266,10 +276,16 @@ class NodeHealth:
         return Status(OK, f'{c.node_name}: input', f'{rate:.1f} Hz', hw, values)
 
     def _processing_status(
-        self, hw, out_rate, stage_pct, age_p50, age_p95, err_recent, published_total
+        self, hw, out_rate, stage_pct, age_p50, age_p95, err_recent, published_total, conf=()
     ) -> Status:
         c = self.cfg
         values = {'output rate (Hz)': f'{out_rate:.2f}', 'frames published': str(published_total)}
+        if conf:
+            means = [m for m, _ in conf if m == m]
+            values['mean confidence'] = f'{np.mean(means):.3f}' if means else 'nan'
+            values['masked by confidence_threshold (%)'] = (
+                f'{100.0 * np.mean([f for _, f in conf]):.1f}'
+            )
         for stage, (p50, p95) in stage_pct.items():
             values[f'{stage} p50 (ms)'] = f'{p50:.2f}'
             values[f'{stage} p95 (ms)'] = f'{p95:.2f}'

@@ -162,6 +162,14 @@ SPECS: tuple[ParamSpec, ...] = (
             1,
             1 << 30,
         ),
+        ParamSpec(
+            'confidence_threshold',
+            0.0,
+            'drop disparity, depth and cloud pixels whose confidence (topic confidence, 0..1) is '
+            'below this; 0 = off. Needs a model backend (sgbm gives no confidence)',
+            0.0,
+            0.999,
+        ),
         # --- diagnostics ---
         ParamSpec(
             'expected_rate',
@@ -242,6 +250,7 @@ PIPELINE_FIELDS = (
     'use_color',
     'organized_cloud',
     'max_input_pixels',
+    'confidence_threshold',
 )
 
 
@@ -328,7 +337,9 @@ def matcher_options(values: dict) -> dict:
         opts['net_size'] = (int(v['net_height']), int(v['net_width']))
     problems = []
     for o in OPTIONS:
-        if not o.param or v[o.param] == o.default or backend == 'sgbm':
+        if not o.param or v[o.param] == o.default:
+            continue
+        if backend == 'sgbm' and 'sgbm' not in o.backends:  # model options mean nothing to sgbm
             continue
         if backend != 'auto' and backend not in o.backends:
             problems.append(

@@ -150,6 +150,8 @@ class StereoNode(Node):
                 if info.network_size
                 else 'any (native)'
             ),
+            'confidence': info.confidence or 'none',
+            'left-right check': 'on' if info.lr_check else 'off',
         }
         self._log_last: dict[str, float] = {}
         self._last_stamp = [None, None]  # per side: reference for "stamps going backwards"
@@ -193,6 +195,7 @@ class StereoNode(Node):
         self.pub_depth_info = self.create_publisher(CameraInfo, 'depth/camera_info', qout)
         self.pub_points = self.create_publisher(PointCloud2, 'points2', qout)
         self.pub_color = self.create_publisher(Image, 'disparity/color', qout)
+        self.pub_confidence = self.create_publisher(Image, 'confidence', qout)
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._worker = LatestWorker(
             self._process, self._on_worker_error, name=f'{self.get_name()}-worker'
@@ -205,7 +208,9 @@ class StereoNode(Node):
         else:
             sync_mode = 'exact'
         self.get_logger().info(
-            f'{info.backend} on {info.device} ({info.model}); sync {sync_mode}'
+            f'{info.backend} on {info.device} ({info.model}); confidence '
+            f'{info.confidence or "none"}{", left-right check" if info.lr_check else ""}; '
+            f'sync {sync_mode}'
             f' ({self._sync.name})'
             f', input QoS {v["input_qos"]}, output QoS {v["output_qos"]}; listening on '
             f'{self.sub_left.topic_name}, {self.sub_right.topic_name}'
@@ -395,6 +400,7 @@ class StereoNode(Node):
             ),
             cloud=self.pub_points.get_subscription_count() > 0,
             color=self.pub_color.get_subscription_count() > 0,
+            confidence=self.pub_confidence.get_subscription_count() > 0,
         )
 
     def _infos_for(self, left: Image, right: Image) -> Optional[tuple]:
@@ -476,7 +482,9 @@ class StereoNode(Node):
             return
         linfo, rinfo = infos
         wanted = self.wanted()
-        if not (wanted.disparity or wanted.depth or wanted.cloud or wanted.color):
+        if not (
+            wanted.disparity or wanted.depth or wanted.cloud or wanted.color or wanted.confidence
+        ):
             return  # nobody listens: do not spend the matcher on it
         try:
             out = self.pipeline.process(left, right, linfo, rinfo, wanted)
@@ -498,11 +506,18 @@ class StereoNode(Node):
                 self.pub_points.publish(out.cloud)
             if out.disparity_color is not None:
                 self.pub_color.publish(out.disparity_color)
+            if out.confidence is not None:
+                self.pub_confidence.publish(out.confidence)
         timings = dict(out.timings)
         timings['publish'] = (time.perf_counter() - t0) * 1e3
         now_ns = self.get_clock().now().nanoseconds
         age = (now_ns - stamp_ns(left)) / 1e9
-        self.health.published(timings, age, (left.height, left.width))
+        self.health.published(
+            timings,
+            age,
+            (left.height, left.width),
+            (out.mean_confidence, out.masked_fraction),
+        )
         self._report_near_range()
 
     def _report_near_range(self) -> None:
