@@ -49,6 +49,12 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.py')),
         ('share/' + package_name + '/config', glob('config/*')),
         ('share/' + package_name + '/models', [f for f in glob('models/*') if os.path.isfile(f)]),
+    ]
+    # one folder per shipped model tier (ffs_ros.paths.MODEL_TIERS): models/ffs_fast, ffs_small
+    + [
+        ('share/' + package_name + '/' + d, [f for f in glob(d + '/*') if os.path.isfile(f)])
+        for d in sorted(glob('models/*'))
+        if os.path.isdir(d)
     ],
     # Dependencies are listed in package.xml (ROS) and requirements.txt (pip); on a ROS
     # system rclpy & co. come from the distro, so nothing is forced here.

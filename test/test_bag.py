@@ -192,3 +192,32 @@ def test_infos_published_before_or_missing(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_confidence_output_and_threshold(tmp_path, capsys):
+    """--outputs confidence writes /confidence (32FC1 0..1); the threshold masks /disparity."""
+    from test_inference_models import make_two_stage
+
+    _, _, model = make_two_stage(tmp_path / 'model', 96, 160, 64, dynamic=True)
+    write_bag(tmp_path / 'in', 'sqlite3', n=3)
+    args = ['bag', str(tmp_path / 'in'), '--backend', 'onnxruntime', '--model', str(model)]
+    args += ['--outputs', 'disparity,confidence', '--quiet', '--no-inputs']
+    assert main(args + ['--out', str(tmp_path / 'all')]) == 0
+    assert main(args + ['--out', str(tmp_path / 'cut'), '--confidence-threshold', '0.9']) == 0
+    types, msgs = read_bag(tmp_path / 'all')
+    assert types['/confidence'] == 'sensor_msgs/msg/Image' and len(msgs['/confidence']) == 3
+    _, cut = read_bag(tmp_path / 'cut')
+    for (_, conf), (_, d_all), (_, d_cut) in zip(
+        msgs['/confidence'], msgs['/disparity'], cut['/disparity']
+    ):
+        c = image_to_numpy(conf)
+        assert conf.encoding == '32FC1' and conf.header.frame_id == 'cam_left'
+        assert np.nanmin(c) >= 0 and np.nanmax(c) <= 1
+        a, b = image_to_numpy(d_all.image), image_to_numpy(d_cut.image)
+        np.testing.assert_array_equal(np.isfinite(b), np.isfinite(a) & (c >= 0.9))
+    capsys.readouterr()
+    rc = main(
+        ['bag', str(tmp_path / 'in'), '--out', str(tmp_path / 'o'), '--backend', 'sgbm',
+         '--outputs', 'confidence']
+    )
+    assert rc == 2 and 'backend sgbm gives no confidence' in capsys.readouterr().err

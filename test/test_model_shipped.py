@@ -1,4 +1,4 @@
-"""Regression test for the shipped default model in models/.
+"""Regression test for the shipped accurate model in models/ffs_small/.
 
 On fixed generated pairs it stays under error bounds set with a margin from what it achieved when
 it was shipped (see models/README.md), through the same ONNX Runtime path the node uses, and the
@@ -12,7 +12,7 @@ import pytest
 
 from ffs_ros.synth import plane_pair, render_scene
 
-MODELS = Path(__file__).resolve().parent.parent / 'models'
+MODELS = Path(__file__).resolve().parent.parent / 'models' / 'ffs_small'
 
 # measured when shipping (models/README.md) -> bound with margin
 SCENE_EPE_BOUND = (
@@ -38,8 +38,8 @@ def test_shipped_export_metadata():
     cfg = yaml.safe_load((MODELS / 'onnx.yaml').read_text())
     assert cfg['max_disp'] % 32 == 0 and cfg['cv_group'] == 8 and cfg['normalize'] is True
     assert cfg['valid_iters'] >= 1 and len(cfg['image_size']) == 2
-    total = sum(p.stat().st_size for p in MODELS.rglob('*') if p.is_file())
-    assert total <= 25 * 2**20, f'models/ holds {total / 2**20:.1f} MB; the limit is 25 MB'
+    total = sum(p.stat().st_size for p in MODELS.parent.rglob('*') if p.is_file())
+    assert total <= 30 * 2**20, f'models/ holds {total / 2**20:.1f} MB; the limit is 30 MB'
 
 
 def test_plane_at_24px(matcher):

@@ -164,7 +164,9 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
     model = model_of(RECIPES[stage])
     if stage == len(RECIPES) - 1:
         shipped = torch.load(
-            root / 'models' / 'ffs_small.pt', map_location='cpu', weights_only=False
+            root / 'models' / 'ffs_small' / 'ffs_small.pt',
+            map_location='cpu',
+            weights_only=False,
         )['config']
         assert model == checkpoint_config(shipped)
     else:

@@ -1,18 +1,13 @@
 """`ffs-ros bag`: process a recorded rosbag2 (sqlite3 or MCAP) offline, every pair, into a new bag.
 
 Reads the stereo topics, pairs left/right images by stamp as the node does (exact, or within
---approximate
-seconds), gives each pair the camera_info of its stamp (or the latest one before it: drivers often
-publish the info
-just after the image), runs the node's own ``StereoPipeline`` on **every** pair (no drops:
-deterministic), and
-writes the outputs under the node's topic names (/disparity, /depth/image_rect,
-/depth/camera_info, /points2,
-/disparity/color) with the left image's log time, plus the input topics unless --no-inputs. The
-output plays with
-`ros2 bag play` and opens in Foxglove. sensor_msgs/CompressedImage inputs (jpeg/png) are decoded.
-Bad pairs are
-counted and reported with their reason, never fatal.
+--approximate seconds), gives each pair the camera_info of its stamp (or the latest one before it:
+drivers often publish the info just after the image), runs the node's own ``StereoPipeline`` on
+**every** pair (no drops: deterministic), and writes the outputs under the node's topic names
+(/disparity, /depth/image_rect, /depth/camera_info, /points2, /disparity/color, /confidence) with
+the left image's log time, plus the input topics unless --no-inputs. The output plays with `ros2
+bag play` and opens in Foxglove. sensor_msgs/CompressedImage inputs (jpeg/png) are decoded. Bad
+pairs are counted and reported with their reason, never fatal.
 
 rosbags (pure Python, PyPI) reads and writes the bags; rclpy's own CDR (de)serialisation turns
 records into the message objects the pipeline takes, so no message conversion is hand-written here.
@@ -33,8 +28,9 @@ OUTPUT_TOPICS = {
     'depth_info': ('/depth/camera_info', 'sensor_msgs/msg/CameraInfo'),
     'cloud': ('/points2', 'sensor_msgs/msg/PointCloud2'),
     'color': ('/disparity/color', 'sensor_msgs/msg/Image'),
+    'confidence': ('/confidence', 'sensor_msgs/msg/Image'),
 }
-OUTPUT_NAMES = ('disparity', 'depth', 'cloud', 'color')
+OUTPUT_NAMES = ('disparity', 'depth', 'cloud', 'color', 'confidence')
 INFO_WAIT_NS = 500_000_000  # how long (bag time) a pair waits for the camera_info of its own stamp
 
 
@@ -57,7 +53,15 @@ def add_arguments(p) -> None:
     p.add_argument(
         '--outputs',
         default='disparity,depth,cloud',
-        help='comma list of disparity, depth, cloud, color',
+        help='comma list of disparity, depth, cloud, color, confidence (32FC1 0..1; model '
+        'backends)',
+    )
+    p.add_argument(
+        '--confidence-threshold',
+        type=float,
+        default=0.0,
+        help='drop pixels less sure than this from disparity, depth and cloud (0 = off; as the '
+        "node's confidence_threshold)",
     )
     p.add_argument(
         '--start',
@@ -251,10 +255,19 @@ def process_bag(args, matcher) -> dict:
         raise BagError(
             f'{out_path} exists; choose a new --out directory (rosbag2 writers never overwrite)'
         )
+    if 'confidence' in names and not matcher.info.confidence:
+        raise BagError(
+            f'--outputs confidence: backend {matcher.info.backend} gives no confidence; use a '
+            'model backend or drop confidence from --outputs'
+        )
     wanted = Wanted(**{k: k in names for k in OUTPUT_NAMES})
     pipe = StereoPipeline(
         matcher,
-        PipelineConfig(max_disparity=args.max_disparity, max_depth=args.max_depth).validate(),
+        PipelineConfig(
+            max_disparity=args.max_disparity,
+            max_depth=args.max_depth,
+            confidence_threshold=args.confidence_threshold,
+        ).validate(),
     )
     typestore = get_typestore(Stores.ROS2_JAZZY)
     topics = {
@@ -329,6 +342,7 @@ def process_bag(args, matcher) -> dict:
                     ('depth_info', out.depth_info),
                     ('cloud', out.cloud),
                     ('color', out.disparity_color),
+                    ('confidence', out.confidence),
                 ):
                     if msg is not None:
                         write(key, msg, log_ns)

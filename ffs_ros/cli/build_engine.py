@@ -86,7 +86,7 @@ def run(args) -> int:
         level=logging.INFO, format='%(message)s', stream=sys.stdout
     )  # progress; errors: stderr
     try:
-        source = detect_model(resolve_model_path(args.model))
+        source = detect_model(resolve_model_path(args.model, on_gpu=True))
         paths = build_engines_for(
             source,
             out=args.out,

@@ -26,24 +26,66 @@ class NoModelInstalled(ValueError):
     """No model was given and none is installed."""
 
 
-def resolve_model_path(model) -> Path:
-    """Return `model` as a Path; None -> the shipped default model.
+def resolve_model_path(model, on_gpu: bool = False) -> Path:
+    """Return the model to load as a Path.
 
-    A clear error is raised while no default model is shipped.
+    model: a file or directory; 'fast' or 'accurate' (a shipped tier, see ffs_ros.paths); None or
+    '' = the default tier: 'fast' where the matcher runs on a CPU (`on_gpu` False), 'accurate' on
+    a GPU, or the one installed when only one is. Raises NoModelInstalled while no tier is
+    installed, ValueError for a tier name that is not.
     """
-    if model is not None and str(model) != '':
-        return Path(model).expanduser()
-    from ffs_ros.paths import default_model_dir
+    from ffs_ros.paths import MODEL_TIERS, installed_tiers, models_root
 
-    d = default_model_dir()
-    if not d.is_dir() or not any(p.suffix in ('.onnx', '.pt', '.pth') for p in d.iterdir()):
+    name = '' if model is None else str(model)
+    if name and name not in MODEL_TIERS:
+        return Path(name).expanduser()
+    tiers = installed_tiers()
+    if not tiers:
         raise NoModelInstalled(
-            f'no default model is installed at {d}; pass a model (a Fast-FoundationStereo export '
-            'directory with feature_runner.onnx + post_runner.onnx, a single .onnx, or an '
-            'ffs_ros '
-            f'.pt) or use backend sgbm'
+            f'no shipped model is installed in {models_root()}; pass a model (a '
+            'Fast-FoundationStereo export directory with feature_runner.onnx + post_runner.onnx, '
+            'a single .onnx, or an ffs_ros .pt) or use backend sgbm'
         )
-    return d
+    if name:
+        if name not in tiers:
+            raise ValueError(
+                f'model {name!r}: the {name} tier ({MODEL_TIERS[name]}) is not installed in '
+                f'{models_root()} (installed: {", ".join(tiers)}); pick an installed tier or a '
+                'model path'
+            )
+        return tiers[name]
+    want = 'accurate' if on_gpu else 'fast'
+    if want not in tiers:
+        other = next(iter(tiers))
+        log.info('model tier %r is not installed; using %r (%s)', want, other, tiers[other])
+        want = other
+    return tiers[want]
+
+
+def runs_on_gpu(backend: str, device) -> bool:
+    """Guess whether `backend` on `device` (None = best available) will run on a GPU.
+
+    Used only to pick the default model tier; importing nothing heavy on CPU-only machines.
+    """
+    if backend == 'tensorrt':
+        return True
+    if backend == 'sgbm':
+        return False
+    if device not in (None, '', 'auto'):
+        return str(device).startswith('cuda')
+    if cuda_torch_available():
+        return True
+    if backend == 'onnxruntime':
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False
+        return 'CUDAExecutionProvider' in ort.get_available_providers()
+    if backend == 'auto':
+        from .tensorrt_build import tensorrt_usable
+
+        return tensorrt_usable()
+    return False
 
 
 def cuda_torch_available() -> bool:
@@ -101,7 +143,8 @@ def choose_backend(source, cuda_torch: bool | None = None, trt_ok: bool | None =
 def load_matcher(model=None, backend: str = 'auto', device=None, **options) -> StereoMatcher:
     """Return a StereoMatcher for `model` on `backend`.
 
-    model: a model directory or file (see ffs_ros.contract), or None for the shipped default model.
+    model: a model directory or file (see ffs_ros.contract), 'fast' / 'accurate' (the shipped
+    tiers), or None for the default tier ('fast' on a CPU, 'accurate' on a GPU).
     backend: 'auto', 'sgbm' (needs no model), 'onnxruntime', 'torch' or 'tensorrt'. 'auto' with no
     model given and none installed falls back to sgbm (logged); every other failure raises. device:
     None (best available), 'cpu', 'cuda', 'cuda:N'. options: see ffs_ros.inference.options
@@ -135,7 +178,10 @@ def _make_matcher(model, backend, device, options) -> StereoMatcher:
         return SGBMMatcher(**{k: v for k, v in opts.items() if k not in _ANY_BACKEND})
     from ..contract import detect_model
 
-    source = detect_model(resolve_model_path(model))
+    path = resolve_model_path(
+        model, runs_on_gpu(backend, device) if model in (None, '') else False
+    )
+    source = detect_model(path)
     if backend == 'auto':
         backend = choose_backend(source)
     options = check_options(backend, {k: v for k, v in options.items() if k not in _SGBM_ONLY})
@@ -184,4 +230,5 @@ __all__ = [
     'load_matcher',
     'options_for',
     'resolve_model_path',
+    'runs_on_gpu',
 ]

@@ -53,7 +53,8 @@ SPECS: tuple[ParamSpec, ...] = (
         ParamSpec(
             'model',
             '',
-            'model file or directory; empty = the shipped default model (not used by sgbm)',
+            "'fast' or 'accurate' (the shipped models), or a model file or directory; empty = "
+            "'fast' when the matcher runs on a CPU, 'accurate' on a GPU (not used by sgbm)",
         ),
         ParamSpec(
             'device',
