@@ -548,3 +548,27 @@ def test_engine_temporaries_are_unique_per_builder(export, tmp_path, monkeypatch
         (tmp_path / 'c').glob('timing-*.cache')
     )  # the timing cache is kept beside the engines
 
+
+
+def test_confidence_through_the_engine_path(random_export, tmp_path, fake_gpu):
+    """Both confidence sources on the device path match the ONNX Runtime host path.
+
+    Our export's own `confidence` output comes out of the post engine; a post graph without one
+    gets the feature confidence computed on the device from the volume the engine reads.
+    """
+    from test_export import TINY
+
+    from ffs_ros.model import build_model
+    from ffs_ros.model.export import export_two_stage
+
+    torch.manual_seed(0)
+    own = export_two_stage(build_model(TINY).eval(), tmp_path / 'own', 64, 128)
+    left, right = shifted_pair(64, 128, 6, seed=4)
+    for model, source in ((own, 'network'), (random_export, 'features')):
+        m = trt_matcher(model, make_trt('10.3.0'), tmp_path / source)
+        assert m.info.confidence == source
+        got = m.match_full(left, right)
+        ref = load_matcher(model, 'onnxruntime').match_full(left, right)
+        np.testing.assert_allclose(got.disparity, ref.disparity, atol=0.05, equal_nan=True)
+        np.testing.assert_allclose(got.confidence, ref.confidence, atol=0.02, equal_nan=True)
+        assert np.isfinite(got.confidence).any()
