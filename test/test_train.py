@@ -192,11 +192,12 @@ def test_distillation_from_a_teacher_checkpoint(tmp_path):
     before = torch.load(teacher, map_location='cpu', weights_only=False)['state_dict']
     cfg = _cfg(cache, 2)
     cfg['model'] = dict(TINY_FAST, max_disp=32)
-    cfg['train'].update(teacher=str(teacher), teacher_weight=0.5)
+    cfg['train'].update(teacher=str(teacher), teacher_weight=0.5, batch=2, teacher_batch=1)
     msgs = []
     train(cfg, tmp_path / 'student', log=msgs.append)
     assert any(m.startswith('distilling from teacher') for m in msgs)
-    recs = [json.loads(line) for line in (tmp_path / 'student' / 'log.jsonl').read_text().splitlines()]
+    lines = (tmp_path / 'student' / 'log.jsonl').read_text().splitlines()
+    recs = [json.loads(line) for line in lines]
     assert [r['step'] for r in recs] == [1, 2]
     assert all(math.isfinite(r['loss']) and math.isfinite(r['loss_teacher']) for r in recs)
     assert all(r['loss_teacher'] > 0 for r in recs)
