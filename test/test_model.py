@@ -300,3 +300,8 @@ def test_ffs_small_defaults_are_unchanged():
     assert DEFAULT_CONFIG['aggregation'] == 'axial3d' and DEFAULT_CONFIG['upsampler'] == 'guided'
     assert m.feature_net.stem2 is not None and m.concat is not None and m.update is not None
     assert len(m.feature_net.encoder.stem) == 2 and len(m.feature_net.encoder.s4) == 2
+    # a checkpoint written before the block choices existed: completed with ffs_small's blocks
+    from ffs_ros.model import BLOCK_CHOICES, checkpoint_config
+
+    old = {k: v for k, v in m.config.items() if k not in BLOCK_CHOICES}
+    assert checkpoint_config(old) == m.config

@@ -67,6 +67,19 @@ DEFAULT_CONFIG = {
     'up_mid': 48,  # 'convex4' head width
 }
 
+# the keys above added with the block choices (older checkpoints: the defaults, ffs_small's blocks)
+BLOCK_CHOICES = (
+    'enc_depth',
+    'enc_stem',
+    'shared_stem',
+    'light_decoder',
+    'aggregation',
+    'agg2d',
+    'context',
+    'ctx_mid',
+    'upsampler',
+    'up_mid',
+)
 AGGREGATIONS = ('axial3d', '2d')
 UPSAMPLERS = ('guided', 'convex4')
 
