@@ -156,7 +156,7 @@ def teacher_loss(out, teacher_disp, gt, max_disp, max_err=None, init_weight=0.5)
     return smooth_l1(out['final']) + init_weight * smooth_l1(out['init'])
 
 
-def load_teacher(path, device, log=print):
+def load_teacher(path, device, iters=None, log=print):
     """Load the distillation teacher (frozen, eval mode) from a checkpoint."""
     from . import load_model
 
@@ -165,7 +165,7 @@ def load_teacher(path, device, log=print):
         p.requires_grad_(False)
     log(
         f'distilling from teacher {path} ({count_parameters(teacher)} parameters, '
-        f'{teacher.valid_iters} iterations)'
+        f'{teacher.valid_iters if iters is None else int(iters)} iterations)'
     )
     return teacher
 
@@ -274,7 +274,11 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
         )
     device = torch.device(tcfg['device'])
     model.to(device)
-    teacher = load_teacher(tcfg['teacher'], device, log) if tcfg['teacher'] else None
+    teacher = (
+        load_teacher(tcfg['teacher'], device, tcfg['teacher_iters'], log)
+        if tcfg['teacher']
+        else None
+    )
     ds = CropDataset(caches, tcfg['crop'], model.max_disp, occluded_weight=tcfg['occluded_weight'])
     frozen = freeze_except(model, tcfg['trainable'])
     if frozen:
