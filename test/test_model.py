@@ -227,6 +227,7 @@ TINY_FAST = dict(
     light_decoder=True,
     aggregation='2d',
     agg2d=[8, 16, 16],
+    corr_skip=True,
     context='agg',
     valid_iters=0,
     train_iters=0,
@@ -305,3 +306,18 @@ def test_ffs_small_defaults_are_unchanged():
 
     old = {k: v for k, v in m.config.items() if k not in BLOCK_CHOICES}
     assert checkpoint_config(old) == m.config
+
+
+def test_corr_skip_starts_as_winner_take_all():
+    """With a zero classifier, the 2D aggregation's logits are the scaled mean cosine per bin."""
+    from ffs_ros.model.aggregate2d import CORR_SKIP_SCALE, Aggregation2d
+
+    torch.manual_seed(0)
+    agg = Aggregation2d(4, 6, [8, 8, 8], [16, 16, 16, 16], corr_skip=True).eval()
+    with torch.no_grad():
+        agg.classifier.weight.zero_()
+        agg.classifier.bias.zero_()
+        vol = torch.rand(1, 4, 6, 8, 8) * 2 - 1
+        feats = [torch.randn(1, 16, 8 // s, 8 // s) for s in (1, 2, 4, 8)]
+        _, logits, _ = agg(vol, *feats)
+    assert torch.allclose(logits, CORR_SKIP_SCALE * vol.mean(1), atol=1e-5)

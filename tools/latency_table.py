@@ -37,6 +37,7 @@ BASE = {
     'cv_group': 4,
     'aggregation': '2d',
     'agg2d': [32, 48, 64],
+    'corr_skip': True,
     'context': 'agg',
     'valid_iters': 0,
     'train_iters': 0,
@@ -52,6 +53,7 @@ CANDIDATES = {
     # 2D aggregation, no GRU, convex weights at 1/4
     'fast_base': {},
     # one block changed at a time
+    'fast_no_corr_skip': {'corr_skip': False},
     'fast_g8': {'cv_group': 8},
     'fast_d128': {'max_disp': 128},
     'fast_stem2': {'enc_stem': 2},

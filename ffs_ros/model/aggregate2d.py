@@ -8,21 +8,25 @@ pixel. Everything is 2D convolution, which ONNX Runtime runs far faster on a CPU
 convolution over D.
 
 Outputs like CostFilter: a geometry volume for the refinement lookups ([B,1,D,h,w]: the logits
-themselves) and the logits [B,D,h,w]; plus the U-Net's last 1/4 feature map, which can stand in
-for the refinement's hidden state (model config context: 'agg').
+themselves) and the logits [B,D,h,w] (with corr_skip, plus a 1x1 conv of the volume itself);
+plus the U-Net's last 1/4 feature map, which can stand in for the refinement's hidden state
+(model config context: 'agg').
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .layers import conv2d, up2_nearest
+
+CORR_SKIP_SCALE = 10.0  # cosine in -1..1 -> logits up to +-10: a peaked initial distribution
 
 
 class Aggregation2d(nn.Module):
     """Map the [B,G,D,h,w] volume and left features to (geo, logits [B,D,h,w], feat [B,c,h,w])."""
 
-    def __init__(self, groups, num_disp, ch, feat_chs):
+    def __init__(self, groups, num_disp, ch, feat_chs, corr_skip=False):
         super().__init__()
         c4, c8, c16 = ch
         f4, f8, f16, _ = feat_chs
@@ -42,13 +46,28 @@ class Aggregation2d(nn.Module):
         self.fuse4 = conv2d(c4, c4, 3)
         self.classifier = nn.Conv2d(c4, num_disp, 1)
         self.relu = nn.ReLU(inplace=True)
+        self.corr_skip = None
+        if corr_skip:
+            # volume -> logits directly, initialised to CORR_SKIP_SCALE x the mean cosine over the
+            # groups at the same disparity: the U-Net starts from winner-take-all matching and
+            # learns corrections, instead of having to learn which channel is which disparity
+            self.corr_skip = nn.Conv2d(groups * num_disp, num_disp, 1)
+            with torch.no_grad():
+                self.corr_skip.weight.zero_()
+                self.corr_skip.bias.zero_()
+                for g in range(groups):
+                    for d in range(num_disp):
+                        self.corr_skip.weight[d, g * num_disp + d] = CORR_SKIP_SCALE / groups
 
     def forward(self, vol, f4, f8, f16, f32):  # noqa: ARG002 (f32: same signature as CostFilter)
         b, g, d, h, w = vol.shape
-        x4 = self.body4(self.relu(self.vol_in(vol.reshape(b, g * d, h, w)) + self.feat_in(f4)))
+        vol = vol.reshape(b, g * d, h, w)  # channel g * D + d
+        x4 = self.body4(self.relu(self.vol_in(vol) + self.feat_in(f4)))
         x8 = self.body8(self.relu(self.down8(x4) + self.side8(f8)))
         x16 = self.body16(self.relu(self.down16(x8) + self.side16(f16)))
         y8 = self.fuse8(self.relu(up2_nearest(self.up8(x16)) + x8))
         y4 = self.fuse4(self.relu(up2_nearest(self.up4(y8)) + x4))
         logits = self.classifier(y4)
+        if self.corr_skip is not None:
+            logits = logits + self.corr_skip(vol)
         return logits.unsqueeze(1), logits, y4

@@ -61,6 +61,7 @@ DEFAULT_CONFIG = {
     'light_decoder': False,  # feature decoder joins by 1x1 conv (then one 3x3), not 3x3
     'aggregation': 'axial3d',  # 'axial3d' (filtering.py) or '2d' (aggregate2d.py)
     'agg2d': [48, 64, 96],  # '2d' aggregation channels at 1/4, 1/8, 1/16
+    'corr_skip': False,  # '2d': logits + a 1x1 conv of the volume (starts as winner-take-all)
     'context': 'net',  # 'net': ContextNet; 'agg': the '2d' aggregation's 1/4 features (no GRU)
     'ctx_mid': 64,  # ContextNet's inner width
     'upsampler': 'guided',  # 'guided' (upsample.py, head at 1/2) or 'convex4' (upsample4.py)
@@ -75,6 +76,7 @@ BLOCK_CHOICES = (
     'light_decoder',
     'aggregation',
     'agg2d',
+    'corr_skip',
     'context',
     'ctx_mid',
     'upsampler',
@@ -161,7 +163,7 @@ class FFSSmall(nn.Module):
         else:  # '2d': GWC volume only, disparity as channels; the logits are the geometry
             self.concat = None
             self.cost_filter = Aggregation2d(
-                self.cv_group, self.num_disp, cfg['agg2d'], cfg['feat']
+                self.cv_group, self.num_disp, cfg['agg2d'], cfg['feat'], cfg['corr_skip']
             )
             geo_ch = 1
         # the GRU refinement exists only if some iterations are configured
