@@ -128,3 +128,23 @@ def test_single_graph_matches(exported):
 def test_export_rejects_sizes_not_multiple_of_32(tmp_path):
     with pytest.raises(ValueError, match='multiples of 32'):
         export_two_stage(build_model(TINY), tmp_path, 60, 96)
+
+
+def test_fast_blocks_export_with_symbolic_sizes(tmp_path):
+    """The fast tier's blocks (2D aggregation, no GRU, convex4) export; torch == ORT at 2 sizes."""
+    from test_model import TINY_FAST
+
+    torch.manual_seed(0)
+    model = build_model(TINY_FAST).eval()
+    export_two_stage(model, tmp_path, 64, 96, dynamic=True)
+    cfg = yaml.safe_load((tmp_path / 'onnx.yaml').read_text())
+    assert cfg['valid_iters'] == 0 and cfg['cv_group'] == 4
+    rng = np.random.default_rng(3)
+    for size in ((64, 96), (96, 160)):
+        left = (rng.random((1, 3) + size) * 255).astype(np.float32)
+        right = np.roll(left, -4, axis=3)
+        _, ps, disp = _run_two_stage(tmp_path, left, right, cfg)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(left), torch.from_numpy(right)).numpy()
+        assert disp.shape == (1, 1) + size
+        assert np.abs(disp - ref).max() <= 0.05

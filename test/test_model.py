@@ -215,3 +215,109 @@ def test_checkpoints_without_guide_load_as_plain_upsampler(tmp_path):
     left, right = _pair(seed=2)
     with torch.no_grad():
         assert torch.equal(m(left, right), old(left, right))
+
+
+# the fast tier's block choices (tools/latency_table.py, docs/fast_tier.md), tiny
+TINY_FAST = dict(
+    TINY,
+    enc_stem=1,
+    enc_depth=1,
+    shared_stem=True,
+    stem_ch=8,
+    light_decoder=True,
+    aggregation='2d',
+    agg2d=[8, 16, 16],
+    corr_skip=True,
+    context='agg',
+    valid_iters=0,
+    train_iters=0,
+    upsampler='convex4',
+    up_mid=8,
+    guide_ch=0,
+    cv_group=4,
+)
+
+
+def test_fast_blocks_keep_the_two_stage_contract_and_confidence():
+    torch.manual_seed(0)
+    m = build_model(TINY_FAST).eval()
+    assert m.lookup is None and m.update is None and m.concat is None and m.context is None
+    left, right = _pair()
+    with torch.no_grad():
+        f = m.features(left, right)
+        assert tuple(f) == FEATURE_NAMES
+        assert f['stem_2x'].shape == (1, 8, 32, 48)  # the encoder's own stem
+        vol = gwc_volume_torch(f['features_left_04'], f['features_right_04'], 4, 8, True)
+        disp, conf = m.post(**f, gwc_volume=vol.half(), with_confidence=True)
+        full = m(left, right)
+        out = m.post(**f, gwc_volume=vol, return_all=True)
+    assert disp.shape == conf.shape == (1, 1, 64, 96)
+    assert torch.allclose(full, disp, atol=0.05)
+    assert float(conf.min()) >= 0.0 and float(conf.max()) <= 1.0 + 1e-5
+    assert 0.0 <= float(disp.min()) and float(disp.max()) <= 32.0
+    assert out['iters'] == [] and out['init'].shape == (1, 1, 64, 96)
+    with pytest.raises(ValueError, match='no refinement'):
+        m.post(**f, gwc_volume=vol, iters=1)
+
+
+def test_convex4_softmax_and_upsampling_are_convex():
+    from ffs_ros.model.upsample4 import Convex4Upsampler, softmax9
+
+    x = torch.randn(2, 9, 16, 3, 4) * 5
+    assert torch.allclose(softmax9(x), torch.softmax(x, 1), atol=1e-6)
+    torch.manual_seed(0)
+    up = Convex4Upsampler(6, 4, mid=8)
+    d4 = torch.rand(1, 1, 5, 7) * 10
+    with torch.no_grad():
+        out, ones = up(d4, torch.randn(1, 6, 5, 7), torch.randn(1, 4, 10, 14), torch.ones_like(d4))
+    assert out.shape == (1, 1, 20, 28)
+    assert torch.allclose(ones, torch.ones_like(ones), atol=1e-5)  # weights sum to 1
+    hi = torch.nn.functional.max_pool2d(d4 * 4, 3, 1, 1)
+    lo = -torch.nn.functional.max_pool2d(-d4 * 4, 3, 1, 1)
+    near = lambda t: torch.nn.functional.interpolate(t, scale_factor=4, mode='nearest')  # noqa: E731
+    assert torch.all(out <= near(hi) + 1e-4) and torch.all(out >= near(lo) - 1e-4)
+
+
+@pytest.mark.parametrize(
+    'bad, match',
+    [
+        ({'aggregation': '3d'}, 'aggregation'),
+        ({'upsampler': 'bilinear'}, 'upsampler'),
+        ({'context': 'agg', 'aggregation': 'axial3d'}, "context 'agg'"),
+        ({'context': 'agg', 'valid_iters': 1}, "context 'agg'"),
+        ({'shared_stem': True, 'stem_ch': 16}, 'shared_stem'),
+    ],
+)
+def test_bad_fast_config_is_named(bad, match):
+    with pytest.raises(ValueError, match=match):
+        build_model(dict(TINY_FAST, **bad))
+
+
+def test_ffs_small_defaults_are_unchanged():
+    """Check that the block choices default to ffs_small's blocks (its checkpoint still loads)."""
+    from ffs_ros.model import DEFAULT_CONFIG
+
+    m = build_model({})
+    assert DEFAULT_CONFIG['aggregation'] == 'axial3d' and DEFAULT_CONFIG['upsampler'] == 'guided'
+    assert m.feature_net.stem2 is not None and m.concat is not None and m.update is not None
+    assert len(m.feature_net.encoder.stem) == 2 and len(m.feature_net.encoder.s4) == 2
+    # a checkpoint written before the block choices existed: completed with ffs_small's blocks
+    from ffs_ros.model import BLOCK_CHOICES, checkpoint_config
+
+    old = {k: v for k, v in m.config.items() if k not in BLOCK_CHOICES}
+    assert checkpoint_config(old) == m.config
+
+
+def test_corr_skip_starts_as_winner_take_all():
+    """With a zero classifier, the 2D aggregation's logits are the scaled mean cosine per bin."""
+    from ffs_ros.model.aggregate2d import CORR_SKIP_SCALE, Aggregation2d
+
+    torch.manual_seed(0)
+    agg = Aggregation2d(4, 6, [8, 8, 8], [16, 16, 16, 16], corr_skip=True).eval()
+    with torch.no_grad():
+        agg.classifier.weight.zero_()
+        agg.classifier.bias.zero_()
+        vol = torch.rand(1, 4, 6, 8, 8) * 2 - 1
+        feats = [torch.randn(1, 16, 8 // s, 8 // s) for s in (1, 2, 4, 8)]
+        _, logits, _ = agg(vol, *feats)
+    assert torch.allclose(logits, CORR_SKIP_SCALE * vol.mean(1), atol=1e-5)

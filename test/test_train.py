@@ -5,6 +5,7 @@ weights and refuses weights of another architecture.
 """
 
 import json
+import math
 
 import pytest
 from test_model import TINY
@@ -178,3 +179,41 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
 
         assert weights(model) == weights(nxt)
         assert model['guide_ch'] in (0, nxt['guide_ch'])
+
+
+def test_distillation_from_a_teacher_checkpoint(tmp_path):
+    """Distil (train.teacher): a frozen teacher's disparity is a second target for a fast student.
+
+    Loss finite with both terms logged, checkpoint written, the teacher's weights untouched.
+    """
+    from test_model import TINY_FAST
+
+    cache, quiet = tmp_path / 'cache', (lambda m: None)
+    train(_cfg(cache, 1), tmp_path / 'teacher', log=quiet)
+    teacher = tmp_path / 'teacher' / 'final.pt'
+    before = torch.load(teacher, map_location='cpu', weights_only=False)['state_dict']
+    cfg = _cfg(cache, 2)
+    cfg['model'] = dict(TINY_FAST, max_disp=32)
+    cfg['train'].update(teacher=str(teacher), teacher_weight=0.5, batch=2, teacher_batch=1)
+    msgs = []
+    train(cfg, tmp_path / 'student', log=msgs.append)
+    assert any(m.startswith('distilling from teacher') for m in msgs)
+    lines = (tmp_path / 'student' / 'log.jsonl').read_text().splitlines()
+    recs = [json.loads(line) for line in lines]
+    assert [r['step'] for r in recs] == [1, 2]
+    assert all(math.isfinite(r['loss']) and math.isfinite(r['loss_teacher']) for r in recs)
+    assert all(r['loss_teacher'] > 0 for r in recs)
+    ck = torch.load(tmp_path / 'student' / 'latest.pt', map_location='cpu', weights_only=False)
+    assert ck['step'] == 2 and ck['config']['aggregation'] == '2d'
+    assert ck['train_config']['teacher'] == str(teacher)
+    after = torch.load(teacher, map_location='cpu', weights_only=False)['state_dict']
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+    # max_err: only pixels where the teacher is within that many px of the ground truth; none
+    # there -> 0
+    from ffs_ros.model.train import teacher_loss
+
+    gt = torch.full((1, 1, 4, 4), 10.0)
+    out = {'final': gt + 1.0, 'init': gt + 1.0}
+    assert float(teacher_loss(out, gt + 5.0, gt, 32, max_err=2.0)) == 0.0
+    assert float(teacher_loss(out, gt + 5.0, gt, 32)) > 0.0

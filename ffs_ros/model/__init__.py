@@ -23,9 +23,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .net import DEFAULT_CONFIG, FEATURE_NAMES, FFSSmall, count_parameters, make_config
+from .net import (
+    BLOCK_CHOICES,
+    DEFAULT_CONFIG,
+    FEATURE_NAMES,
+    FFSSmall,
+    count_parameters,
+    make_config,
+)
 
 __all__ = [
+    'BLOCK_CHOICES',
     'DEFAULT_CONFIG',
     'FEATURE_NAMES',
     'FFSSmall',
@@ -46,9 +54,11 @@ def checkpoint_config(config):
     """Return a checkpoint's model config, completed for keys added since it was written.
 
     Keys added since the checkpoint was written are set to what it was trained with (checkpoints
-    before the guided upsampler have no 'guide_ch': they used plain convex upsampling).
+    before the guided upsampler have no 'guide_ch': they used plain convex upsampling; checkpoints
+    before the fast tier's block choices used the blocks those keys default to).
     """
-    return {'guide_ch': 0, **config}
+    blocks = {k: DEFAULT_CONFIG[k] for k in BLOCK_CHOICES}
+    return {**blocks, 'guide_ch': 0, **config}
 
 
 def load_model(checkpoint_path, device='cpu'):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import nn
+import torch.nn.functional as F
 
 
 def conv2d(cin, cout, k=3, stride=1, act=True, bn=True):
@@ -60,12 +61,13 @@ class Axial3d(nn.Module):
 def up2_nearest(x):
     """Upsample every spatial axis (2D or 3D) x2, nearest-neighbour.
 
-    Identical to F.interpolate(x, scale_factor=2, mode='nearest') but written as
-    unsqueeze/expand/reshape, which ONNX Runtime runs much faster than a 5-D Resize.
+    4-D: F.interpolate (an ONNX Resize; ONNX Runtime runs a 4-D nearest Resize about 70x faster
+    than the Expand below: 0.5 vs 32 ms for [2,64,60,80] on the 2-core dev CPU). 5-D: written as
+    unsqueeze/expand/reshape, which ONNX Runtime runs much faster than a 5-D Resize. The values are
+    the same either way.
     """
     if x.dim() == 4:
-        b, c, h, w = x.shape
-        return x[:,:,:, None,:, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+        return F.interpolate(x, scale_factor=2.0, mode='nearest')
     if x.dim() == 5:
         b, c, d, h, w = x.shape
         return (

@@ -22,10 +22,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .aggregate2d import Aggregation2d
 from .backbone import FeatureNet
 from .filtering import CostFilter
 from .refine import ContextNet, GeometryLookup, UpdateBlock
 from .upsample import ConvexUpsampler
+from .upsample4 import Convex4Upsampler
 from .volume import ConcatVolume, build_gwc
 
 FEATURE_NAMES = (
@@ -52,7 +54,36 @@ DEFAULT_CONFIG = {
     'hidden': 48,
     'ctx': 48,
     'guide_ch': 8,  # joint-bilateral term of the upsampler (0: plain convex upsampling)
+    # ---- block choices (the defaults are ffs_small's; docs/fast_tier.md: the faster ones) ----
+    'enc_depth': 2,  # residual blocks per encoder stage at 1/4, 1/8, 1/16
+    'enc_stem': 2,  # convs of the encoder's 1/2-resolution stem
+    'shared_stem': False,  # stem_2x: the encoder's own left stem (enc[0] ch), not a separate one
+    'light_decoder': False,  # feature decoder joins by 1x1 conv (then one 3x3), not 3x3
+    'aggregation': 'axial3d',  # 'axial3d' (filtering.py) or '2d' (aggregate2d.py)
+    'agg2d': [48, 64, 96],  # '2d' aggregation channels at 1/4, 1/8, 1/16
+    'corr_skip': False,  # '2d': logits + a 1x1 conv of the volume (starts as winner-take-all)
+    'context': 'net',  # 'net': ContextNet; 'agg': the '2d' aggregation's 1/4 features (no GRU)
+    'ctx_mid': 64,  # ContextNet's inner width
+    'upsampler': 'guided',  # 'guided' (upsample.py, head at 1/2) or 'convex4' (upsample4.py)
+    'up_mid': 48,  # 'convex4' head width
 }
+
+# the keys above added with the block choices (older checkpoints: the defaults, ffs_small's blocks)
+BLOCK_CHOICES = (
+    'enc_depth',
+    'enc_stem',
+    'shared_stem',
+    'light_decoder',
+    'aggregation',
+    'agg2d',
+    'corr_skip',
+    'context',
+    'ctx_mid',
+    'upsampler',
+    'up_mid',
+)
+AGGREGATIONS = ('axial3d', '2d')
+UPSAMPLERS = ('guided', 'convex4')
 
 
 # Confidence: the probability mass of the filtered cost volume within CONFIDENCE_RADIUS bins (1/4
@@ -79,6 +110,23 @@ def make_config(overrides=None):
         cfg[k] = v
     if cfg['max_disp'] % 32 or cfg['max_disp'] <= 0:
         raise ValueError(f'max_disp must be a positive multiple of 32, got {cfg["max_disp"]}')
+    for key, known in (('aggregation', AGGREGATIONS), ('upsampler', UPSAMPLERS)):
+        if cfg[key] not in known:
+            raise ValueError(f'model.{key} {cfg[key]!r}: choose one of {", ".join(known)}')
+    if cfg['context'] not in ('net', 'agg'):
+        raise ValueError(f"model.context {cfg['context']!r}: choose 'net' or 'agg'")
+    if cfg['context'] == 'agg' and (
+        cfg['aggregation'] != '2d' or cfg['valid_iters'] or cfg['train_iters']
+    ):
+        raise ValueError(
+            "model.context 'agg' needs aggregation '2d' and no refinement "
+            '(valid_iters = train_iters = 0)'
+        )
+    if cfg['shared_stem'] and cfg['stem_ch'] != cfg['enc'][0]:
+        raise ValueError(
+            f'shared_stem: stem_2x is the encoder stem, so stem_ch must be enc[0] = '
+            f'{cfg["enc"][0]}, got {cfg["stem_ch"]}'
+        )
     if cfg['feat'][0] % cfg['cv_group']:
         raise ValueError(
             f'1/4 features ({cfg["feat"][0]} ch) must split into cv_group={cfg["cv_group"]}'
@@ -97,16 +145,46 @@ class FFSSmall(nn.Module):
         self.valid_iters = cfg['valid_iters']
         self.num_disp = self.max_disp // 4
         f4, f8, f16, f32 = cfg['feat']
-        self.feature_net = FeatureNet(cfg['enc'], cfg['feat'], cfg['stem_ch'])
-        self.concat = ConcatVolume(f4, cfg['concat_ch'], self.num_disp)
-        self.cost_filter = CostFilter(
-            self.cv_group + 2 * cfg['concat_ch'], cfg['vol'], cfg['feat'], cfg['geo_ch']
+        self.feature_net = FeatureNet(
+            cfg['enc'],
+            cfg['feat'],
+            cfg['stem_ch'],
+            cfg['enc_depth'],
+            cfg['shared_stem'],
+            cfg['light_decoder'],
+            cfg['enc_stem'],
         )
-        self.context = ContextNet(f4, cfg['hidden'], cfg['ctx'])
-        self.lookup = GeometryLookup(levels=2)
-        lookup_ch = 2 * 9 * (cfg['geo_ch'] + 1)
-        self.update = UpdateBlock(lookup_ch, cfg['hidden'], cfg['ctx'])
-        self.upsampler = ConvexUpsampler(cfg['hidden'], cfg['stem_ch'], cfg['guide_ch'])
+        if cfg['aggregation'] == 'axial3d':
+            self.concat = ConcatVolume(f4, cfg['concat_ch'], self.num_disp)
+            self.cost_filter = CostFilter(
+                self.cv_group + 2 * cfg['concat_ch'], cfg['vol'], cfg['feat'], cfg['geo_ch']
+            )
+            geo_ch = cfg['geo_ch']
+        else:  # '2d': GWC volume only, disparity as channels; the logits are the geometry
+            self.concat = None
+            self.cost_filter = Aggregation2d(
+                self.cv_group, self.num_disp, cfg['agg2d'], cfg['feat'], cfg['corr_skip']
+            )
+            geo_ch = 1
+        # the GRU refinement exists only if some iterations are configured
+        refine = bool(cfg['train_iters'] or cfg['valid_iters'])
+        if cfg['context'] == 'agg':
+            self.context, hidden = None, cfg['agg2d'][0]
+        else:
+            ctx = cfg['ctx'] if refine else 0
+            self.context = ContextNet(f4, cfg['hidden'], ctx, cfg['ctx_mid'])
+            hidden = cfg['hidden']
+        if refine:
+            self.lookup = GeometryLookup(levels=2)
+            lookup_ch = 2 * 9 * (geo_ch + 1)
+            self.update = UpdateBlock(lookup_ch, cfg['hidden'], cfg['ctx'])
+        else:
+            self.lookup = self.update = None
+        stem_ch = cfg['enc'][0] if cfg['shared_stem'] else cfg['stem_ch']
+        if cfg['upsampler'] == 'guided':
+            self.upsampler = ConvexUpsampler(hidden, stem_ch, cfg['guide_ch'])
+        else:
+            self.upsampler = Convex4Upsampler(hidden, stem_ch, cfg['up_mid'])
 
     # ---- stage 1 ----
     def features(self, left, right):
@@ -143,9 +221,12 @@ class FFSSmall(nn.Module):
         x4-upsampled initial and per-iteration predictions too ('confidence': None unless asked).
         """
         iters = self.valid_iters if iters is None else int(iters)
-        gwc = gwc_volume.float()
-        vol = torch.cat([gwc, self.concat(features_left_04, features_right_04)], 1)
-        geo, logits = self.cost_filter(
+        if iters and self.update is None:
+            raise ValueError('this model has no refinement (train_iters = valid_iters = 0)')
+        vol = gwc_volume.float()
+        if self.concat is not None:
+            vol = torch.cat([vol, self.concat(features_left_04, features_right_04)], 1)
+        geo, logits, *agg_feat = self.cost_filter(
             vol, features_left_04, features_left_08, features_left_16, features_left_32
         )
         prob = torch.softmax(logits, 1)  # [B,D,h,w]
@@ -154,8 +235,11 @@ class FFSSmall(nn.Module):
         )
         disp = (prob * dvals).sum(1, keepdim=True)  # 1/4-pixel units
         preds = [disp] if return_all else None
-        h, ctx = self.context(features_left_04)
-        pyr = self.lookup.build(geo, features_left_04, features_right_04)
+        if self.context is None:
+            h, ctx = agg_feat[0], None
+        else:
+            h, ctx = self.context(features_left_04)
+        pyr = self.lookup.build(geo, features_left_04, features_right_04) if iters else None
         for _ in range(iters):
             looked = self.lookup(pyr, disp.detach() if self.training else disp)
             h, delta = self.update(h, ctx, looked, disp)

@@ -116,12 +116,12 @@ class ContextNet(nn.Module):
     The context input goes through relu.
     """
 
-    def __init__(self, cin, hidden, ctx):
+    def __init__(self, cin, hidden, ctx, mid=64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, 64, 3, padding=1),
+            nn.Conv2d(cin, mid, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(64, hidden + ctx, 3, padding=1),
+            nn.Conv2d(mid, hidden + ctx, 3, padding=1),
         )
         self.hidden = hidden
 

@@ -2,7 +2,9 @@
 
 AdamW with a one-cycle schedule, random crops, smooth-L1 on the full-resolution output plus the
 x4-upsampled
-initial (soft-argmin) disparity and every refinement iteration (later iterations weighted more).
+initial (soft-argmin) disparity and every refinement iteration (later iterations weighted more);
+optionally (train.teacher) plus a smooth-L1 to a frozen teacher model's disparity on the same crop
+(distillation, e.g. of the fast tier from models/ffs_small.pt).
 Resumable:
 `latest.pt` in the run directory holds model, optimizer, scheduler, step and RNG states;
 `log.jsonl` gets one
@@ -48,6 +50,17 @@ DEFAULT_TRAIN = {
     'deadline': None,
     # list of module names (e.g. [upsampler]) to train, the rest frozen in eval mode; None: all
     'trainable': None,
+    # distillation: a checkpoint (e.g. models/ffs_small.pt) whose disparity on the same crop
+    # (eval mode, no gradients) is a second, soft target beside the exact ground truth
+    'teacher': None,
+    'teacher_weight': 0.5,  # weight of the smooth-L1 to the teacher (final and init outputs)
+    # score the teacher only where it is within this many px of the ground truth; None: on every
+    # pixel inside the disparity range (occluded ones too, where the ground-truth weight may be 0)
+    'teacher_max_err': None,
+    'teacher_iters': None,  # the teacher's refinement iterations; None: its checkpoint's
+    # distil on the first k crops of every batch only (None: all): the teacher's forward pass
+    # costs about 3x the fast student's training step on the dev CPU
+    'teacher_batch': None,
 }
 # parameters a fine-tune may add to an --init checkpoint: modules whose fresh initialisation has a
 # negligible
@@ -123,6 +136,38 @@ def sequence_loss(out, gt, valid, iter_gamma=0.8, init_weight=0.5):
     for i, p in enumerate(out['iters']):
         total = total + iter_gamma ** (n - 1 - i) * smooth_l1(p)
     return total
+
+
+def teacher_loss(out, teacher_disp, gt, max_disp, max_err=None, init_weight=0.5):
+    """Return the smooth-L1 of the final (and init_weight x the init) output to the teacher's.
+
+    Scored on pixels whose ground truth and teacher disparity are inside [0, max_disp) and, with
+    `max_err`, where the teacher is within max_err px of the ground truth.
+    """
+    m = (gt >= 0) & (gt < max_disp) & (teacher_disp >= 0) & (teacher_disp < max_disp)
+    if max_err is not None:
+        m = m & ((teacher_disp - gt).abs() <= float(max_err))
+    m = m.float()
+    denom = m.sum().clamp(min=1.0)
+
+    def smooth_l1(pred):
+        return (F.smooth_l1_loss(pred, teacher_disp, reduction='none') * m).sum() / denom
+
+    return smooth_l1(out['final']) + init_weight * smooth_l1(out['init'])
+
+
+def load_teacher(path, device, iters=None, log=print):
+    """Load the distillation teacher (frozen, eval mode) from a checkpoint."""
+    from . import load_model
+
+    teacher = load_model(path, device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log(
+        f'distilling from teacher {path} ({count_parameters(teacher)} parameters, '
+        f'{teacher.valid_iters if iters is None else int(iters)} iterations)'
+    )
+    return teacher
 
 
 def metrics(pred, gt, valid):
@@ -229,6 +274,11 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
         )
     device = torch.device(tcfg['device'])
     model.to(device)
+    teacher = (
+        load_teacher(tcfg['teacher'], device, tcfg['teacher_iters'], log)
+        if tcfg['teacher']
+        else None
+    )
     ds = CropDataset(caches, tcfg['crop'], model.max_disp, occluded_weight=tcfg['occluded_weight'])
     frozen = freeze_except(model, tcfg['trainable'])
     if frozen:
@@ -326,6 +376,21 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                 loss = sequence_loss(
                     o, b['disp'], b['weight'], tcfg['iter_gamma'], tcfg['init_weight']
                 )
+                if teacher is not None:
+                    k = tcfg['teacher_batch'] or b['left'].shape[0]
+                    with torch.no_grad():
+                        t_disp = teacher(
+                            b['left'][:k], b['right'][:k], iters=tcfg['teacher_iters']
+                        )
+                    loss_t = teacher_loss(
+                        {'final': o['final'][:k], 'init': o['init'][:k]},
+                        t_disp,
+                        b['disp'][:k],
+                        model.max_disp,
+                        tcfg['teacher_max_err'],
+                        tcfg['init_weight'],
+                    )
+                    loss = loss + tcfg['teacher_weight'] * loss_t
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, tcfg['grad_clip'])
@@ -345,6 +410,11 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                         'epe': round(epe, 3),
                         'bad3': round(bad3, 4),
                         'epe_init': round(epe0, 3),
+                        **(
+                            {'loss_teacher': round(loss_t.item(), 4)}
+                            if teacher is not None
+                            else {}
+                        ),
                         'lr': float(opt.param_groups[0]['lr']),
                         's_per_step': round((now - t_last) / steps_since, 3),
                         'time': now,
