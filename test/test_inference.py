@@ -139,7 +139,7 @@ def test_auto_backend_policy(matching_model, tmp_path):
 
 def test_load_matcher_errors(matching_model, tmp_path, monkeypatch):
     monkeypatch.setenv('FFS_ROS_MODEL_DIR', str(tmp_path / 'none'))
-    with pytest.raises(ValueError, match='no default model is installed.*or use backend sgbm'):
+    with pytest.raises(ValueError, match='no shipped model is installed.*or use backend sgbm'):
         load_matcher(None, 'onnxruntime')
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         load_matcher(matching_model[2], 'cuda')

@@ -592,7 +592,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument(
         '--model',
-        default=str(REPO / 'models'),
+        default=str(REPO / 'models' / 'ffs_small'),
         help='model directory (default: the shipped model)',
     )
     p.add_argument('--device', default='cuda', help='cuda or cuda:N')

@@ -9,6 +9,8 @@ valid pixels, its area under the curve and the oracle's (pixels ranked by their 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def add_arguments(parser):
     parser.add_argument(
@@ -69,7 +71,7 @@ def _model_matcher(args):
             args.model = str(default_model_dir() / 'ffs_small.pt')
         return TorchModelMatcher(
             load_model(args.model), iters=args.iters, threads=args.threads
-        ), f'ffs_small torch ({"default" if args.iters is None else args.iters} it)'
+        ), f'{Path(args.model).stem} torch ({"default" if args.iters is None else args.iters} it)'
     from ffs_ros.inference import load_matcher
 
     opts = {

@@ -16,7 +16,9 @@ DEFAULT_SIZE = (320, 256)  # (width, height)
 def add_arguments(parser):
     show_defaults(parser)
     parser.add_argument(
-        '--checkpoint', required=True, help='.pt written by ffs-ros train (or models/ffs_small.pt)'
+        '--checkpoint',
+        required=True,
+        help='.pt written by ffs-ros train (or models/ffs_small/ffs_small.pt)',
     )
     add_size_arguments(
         parser,

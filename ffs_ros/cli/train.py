@@ -15,7 +15,8 @@ def add_arguments(parser):
     parser.add_argument(
         '--init',
         default=None,
-        help='start a new run from these weights (e.g. models/ffs_small.pt), fresh schedule',
+        help='start a new run from these weights (e.g. models/ffs_small/ffs_small.pt), fresh '
+        'schedule',
     )
     parser.add_argument(
         '--max-steps', type=int, default=None, help='stop after this many steps in this call'

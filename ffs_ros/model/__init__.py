@@ -62,7 +62,7 @@ def checkpoint_config(config):
 
 
 def load_model(checkpoint_path, device='cpu'):
-    """Load a checkpoint written by `ffs-ros train` (or models/ffs_small.pt).
+    """Load a checkpoint written by `ffs-ros train` (or models/ffs_small/ffs_small.pt).
 
     Returns the model in eval mode.
     """
@@ -72,7 +72,7 @@ def load_model(checkpoint_path, device='cpu'):
     if not path.is_file():
         raise FileNotFoundError(
             f'checkpoint {path} not found; pass the .pt written by `ffs-ros train` '
-            f'(e.g. models/ffs_small.pt)'
+            f'(e.g. models/ffs_small/ffs_small.pt)'
         )
     ck = torch.load(path, map_location='cpu', weights_only=False)
     if not isinstance(ck, dict) or 'state_dict' not in ck or 'config' not in ck:

@@ -4,7 +4,7 @@ AdamW with a one-cycle schedule, random crops, smooth-L1 on the full-resolution 
 x4-upsampled
 initial (soft-argmin) disparity and every refinement iteration (later iterations weighted more);
 optionally (train.teacher) plus a smooth-L1 to a frozen teacher model's disparity on the same crop
-(distillation, e.g. of the fast tier from models/ffs_small.pt).
+(distillation, e.g. of the fast tier from models/ffs_small/ffs_small.pt).
 Resumable:
 `latest.pt` in the run directory holds model, optimizer, scheduler, step and RNG states;
 `log.jsonl` gets one
@@ -50,8 +50,8 @@ DEFAULT_TRAIN = {
     'deadline': None,
     # list of module names (e.g. [upsampler]) to train, the rest frozen in eval mode; None: all
     'trainable': None,
-    # distillation: a checkpoint (e.g. models/ffs_small.pt) whose disparity on the same crop
-    # (eval mode, no gradients) is a second, soft target beside the exact ground truth
+    # distillation: a checkpoint (e.g. models/ffs_small/ffs_small.pt) whose disparity on the same
+    # crop (eval mode, no gradients) is a second, soft target beside the exact ground truth
     'teacher': None,
     'teacher_weight': 0.5,  # weight of the smooth-L1 to the teacher (final and init outputs)
     # score the teacher only where it is within this many px of the ground truth; None: on every
@@ -220,8 +220,9 @@ def freeze_except(model, trainable):
 def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, init=None):
     """Run (or resume) training as configured. Returns the run directory.
 
-    init: a checkpoint whose weights start a new run (fine-tuning, e.g. from models/ffs_small.pt)
-    with a fresh optimizer and schedule; its model config must match the configured one.
+    init: a checkpoint whose weights start a new run (fine-tuning, e.g. from
+    models/ffs_small/ffs_small.pt) with a fresh optimizer and schedule; its model config must match
+    the configured one.
     """
     tcfg = merge(DEFAULT_TRAIN, cfg.get('train'), 'train')
     dcfg = merge(DEFAULT_DATA, cfg.get('data'), 'data')
