@@ -19,9 +19,9 @@ from ffs_ros.inference.confidence import (
     lr_difference,
     mirrored,
 )
-from ffs_ros.model import evaluate as ev
 from ffs_ros.pipeline import PipelineConfig, StereoPipeline, Wanted
 from ffs_ros.synth import render_scene
+from ffs_ros.training import evaluate as ev
 
 
 @pytest.fixture(scope='module')

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ffs_ros.model import evaluate as ev
+from ffs_ros.training import evaluate as ev
 
 
 def test_score_definitions():
@@ -55,7 +55,7 @@ def test_heldout_synthetic_is_fixed_and_not_training_data():
     a = ev.synthetic(2, 64, 96, 30.0)
     b = ev.synthetic(2, 64, 96, 30.0)
     assert np.array_equal(a[1].left, b[1].left) and np.array_equal(a[1].gt, b[1].gt)
-    from ffs_ros.model.data import DEFAULT_TRAIN_SEED
+    from ffs_ros.training.data import DEFAULT_TRAIN_SEED
 
     assert ev.HELDOUT_SEED != DEFAULT_TRAIN_SEED
 

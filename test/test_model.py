@@ -117,8 +117,8 @@ def test_tiny_model_learns_a_constant_shift():
 
     That is: the graph is trainable.
     """
-    from ffs_ros.model.train import sequence_loss
     from ffs_ros.synth import plane_pair
+    from ffs_ros.training.train import sequence_loss
 
     torch.manual_seed(0)
     m = build_model(TINY).train()

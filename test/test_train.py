@@ -11,7 +11,7 @@ import pytest
 from test_model import TINY
 import torch
 
-from ffs_ros.model.train import train
+from ffs_ros.training.train import train
 
 
 def _cfg(cache, steps):
@@ -75,7 +75,7 @@ def test_occluded_pixels_get_their_loss_weight(tmp_path):
     """
     import numpy as np
 
-    from ffs_ros.model.data import CropDataset, generate_cache
+    from ffs_ros.training.data import CropDataset, generate_cache
 
     generate_cache(tmp_path / 'c', n=2, height=64, width=96, max_disparity=24.0, seed=5)
     for w in (0.0, 0.5):
@@ -147,8 +147,8 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
 
     from ffs_ros.model import checkpoint_config
     from ffs_ros.model.net import DEFAULT_CONFIG
-    from ffs_ros.model.train import DEFAULT_DATA, DEFAULT_TRAIN, merge
     from ffs_ros.synth import render_scene
+    from ffs_ros.training.train import DEFAULT_DATA, DEFAULT_TRAIN, merge
 
     root = Path(__file__).resolve().parent.parent
 
@@ -211,7 +211,7 @@ def test_distillation_from_a_teacher_checkpoint(tmp_path):
 
     # max_err: only pixels where the teacher is within that many px of the ground truth; none
     # there -> 0
-    from ffs_ros.model.train import teacher_loss
+    from ffs_ros.training.train import teacher_loss
 
     gt = torch.full((1, 1, 4, 4), 10.0)
     out = {'final': gt + 1.0, 'init': gt + 1.0}

@@ -63,7 +63,7 @@ def add_arguments(parser):
 def _model_matcher(args):
     if args.direct_torch:
         from ffs_ros.model import load_model
-        from ffs_ros.model.evaluate import TorchModelMatcher
+        from ffs_ros.training.evaluate import TorchModelMatcher
 
         if not args.model:
             from ffs_ros.paths import default_model_dir
@@ -86,7 +86,7 @@ def _model_matcher(args):
 def run(args) -> int:
     import json
 
-    from ffs_ros.model import evaluate as ev
+    from ffs_ros.training import evaluate as ev
 
     names = [d.strip() for d in args.datasets.split(',') if d.strip()]
     unknown = [d for d in names if d not in ('motorcycle', 'synthetic')]
@@ -168,7 +168,7 @@ def _confidence(args, names, sources, rows_all) -> list:
 
     from ffs_ros.inference import load_matcher
     from ffs_ros.inference.confidence import lr_difference, mirrored
-    from ffs_ros.model import evaluate as ev
+    from ffs_ros.training import evaluate as ev
 
     opts = {'remove_invisible': False}
     if args.backend == 'onnxruntime':

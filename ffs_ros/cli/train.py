@@ -1,6 +1,6 @@
 """`ffs-ros train`: train our own FFS-family model on generated scenes.
 
-See ffs_ros/model/train.py.
+See ffs_ros/training/train.py.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def run(args) -> int:
         cfg.setdefault('train', {})['device'] = args.device
     if args.threads:
         cfg.setdefault('train', {})['threads'] = args.threads
-    from ffs_ros.model.train import train
+    from ffs_ros.training.train import train
 
     try:
         train(

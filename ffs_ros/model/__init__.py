@@ -1,4 +1,4 @@
-"""Our own small Fast-FoundationStereo-family network (FFSSmall), its training and its export.
+"""Our own Fast-FoundationStereo-family networks (FFSSmall and fast blocks), checkpoints, export.
 
 Public API (stable; used by the torch inference backend):
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model.net import FFSSmall, count_parameters
 from .data import CropDataset, generate_cache, load_cache
-from .net import FFSSmall, count_parameters
 
 DEFAULT_TRAIN = {
     'steps': 3000,
@@ -158,7 +158,7 @@ def teacher_loss(out, teacher_disp, gt, max_disp, max_err=None, init_weight=0.5)
 
 def load_teacher(path, device, iters=None, log=print):
     """Load the distillation teacher (frozen, eval mode) from a checkpoint."""
-    from . import load_model
+    from ..model import load_model
 
     teacher = load_model(path, device)
     for p in teacher.parameters():

@@ -106,7 +106,7 @@ def load_cache(cache_dir):
     if not (d / 'meta.json').is_file():
         raise FileNotFoundError(
             f'{d} is not a finished scene cache (no meta.json); create it with '
-            f'`ffs-ros train --config ...` (data.cache) or ffs_ros.model.data.generate_cache'
+            f'`ffs-ros train --config ...` (data.cache) or ffs_ros.training.data.generate_cache'
         )
     meta = json.loads((d / 'meta.json').read_text())
     arrs = {k: np.load(d / f'{k}.npy', mmap_mode='r') for k in _FILES}
