@@ -7,6 +7,7 @@ weights and refuses weights of another architecture.
 import json
 import math
 
+import numpy as np
 import pytest
 from test_model import TINY
 import torch
@@ -217,3 +218,66 @@ def test_distillation_from_a_teacher_checkpoint(tmp_path):
     out = {'final': gt + 1.0, 'init': gt + 1.0}
     assert float(teacher_loss(out, gt + 5.0, gt, 32, max_err=2.0)) == 0.0
     assert float(teacher_loss(out, gt + 5.0, gt, 32)) > 0.0
+
+
+def test_teacher_cache_gives_every_crop_the_teachers_disparity(tmp_path):
+    """train.teacher_cache: the teacher runs once per whole scene; crops carry its disparity.
+
+    The cached values are the teacher's on the whole scene (float16), cut like the crop (vertical
+    flips included); an interrupted build resumes; training then logs the teacher term on every
+    crop without running the teacher.
+    """
+    from test_model import TINY_FAST
+
+    from ffs_ros.model import load_model
+    from ffs_ros.training.data import (
+        CropDataset,
+        build_teacher_cache,
+        load_cache,
+        teacher_cache_file,
+    )
+
+    cache, quiet = tmp_path / 'cache', (lambda m: None)
+    train(_cfg(cache, 1), tmp_path / 'teacher', log=quiet)
+    tpath = tmp_path / 'teacher' / 'final.pt'
+    teacher = load_model(tpath)
+    meta, arrs = load_cache(cache)
+    # an interrupted build: scenes 0-1 recorded as done (marked 7.0 here), scene 2 still to do
+    f = teacher_cache_file(cache, tpath, 1)
+    part = np.lib.format.open_memmap(
+        f, mode='w+', dtype=np.float16, shape=(meta['n'], meta['height'], meta['width'])
+    )
+    part[:2] = 7.0
+    part.flush()
+    del part
+    (tmp_path / 'cache' / (f.name + '.done')).write_text('2')
+    assert build_teacher_cache(cache, teacher, tpath, iters=1, batch=2, progress=quiet) == f
+    assert not (tmp_path / 'cache' / (f.name + '.done')).exists()
+    cached = np.load(f)
+    assert (cached[:2] == 7.0).all()  # resumed: not recomputed
+    with torch.no_grad():
+        x = [
+            torch.from_numpy(np.asarray(arrs[k][2:3], np.float32)).permute(0, 3, 1, 2)
+            for k in ('left', 'right')
+        ]
+        ref = teacher(*x, iters=1)[:, 0].numpy()
+    np.testing.assert_allclose(cached[2:3], ref, atol=0.05)
+    f.unlink()  # a fresh build: every scene is the teacher's
+    build_teacher_cache(cache, teacher, tpath, iters=1, batch=2, progress=quiet)
+    cached = np.load(f)
+    np.testing.assert_allclose(cached[2:3], ref, atol=0.05)
+    ds = CropDataset(cache, (32, 64), 32, vflip=1.0, teacher=[f])
+    rng = np.random.default_rng(0)
+    item = ds.sample(1, rng)
+    rng = np.random.default_rng(0)
+    y0 = int(rng.integers(0, meta['height'] - 32 + 1))
+    x0 = int(rng.integers(0, meta['width'] - 64 + 1))
+    want = cached[1, y0: y0 + 32, x0: x0 + 64][::-1].astype(np.float32)
+    np.testing.assert_array_equal(item['teacher'][0].numpy(), want)
+    # training with the cache: the teacher term on every crop, logged
+    cfg = _cfg(cache, 2)
+    cfg['model'] = dict(TINY_FAST, max_disp=32)
+    cfg['train'].update(teacher=str(tpath), teacher_iters=1, teacher_cache=True, batch=2)
+    train(cfg, tmp_path / 'student', log=quiet)
+    recs = [json.loads(x) for x in (tmp_path / 'student' / 'log.jsonl').read_text().splitlines()]
+    assert all(math.isfinite(r['loss_teacher']) and r['loss_teacher'] > 0 for r in recs)

@@ -113,6 +113,57 @@ def load_cache(cache_dir):
     return meta, arrs
 
 
+def teacher_cache_file(cache_dir, teacher_path, iters) -> Path:
+    """Return where the teacher's disparities for the scenes of `cache_dir` are kept.
+
+    The name carries the teacher file's name, size and modification time and its iterations, so
+    another (or a retrained) teacher gets its own file.
+    """
+    t = Path(teacher_path)
+    st = t.stat()
+    tag = f'{t.stem}-{st.st_size}-{int(st.st_mtime)}-{"ckpt" if iters is None else iters}it'
+    return Path(cache_dir) / f'teacher-{tag}.npy'
+
+
+def build_teacher_cache(cache_dir, teacher, teacher_path, iters=None, batch=4, progress=print):
+    """Run `teacher` once on every whole scene of a cache; return the float16 [N,H,W] file.
+
+    Resumable: scenes done so far are recorded beside the file (`<file>.done`), so an interrupted
+    run continues where it stopped. The teacher sees whole scenes (more context than a crop).
+    """
+    import torch
+
+    meta, arrs = load_cache(cache_dir)
+    path = teacher_cache_file(cache_dir, teacher_path, iters)
+    done_file = Path(str(path) + '.done')
+    n, h, w = meta['n'], meta['height'], meta['width']
+    if path.is_file() and not done_file.exists():
+        return path  # finished earlier
+    start = int(done_file.read_text()) if done_file.exists() else 0
+    if start == 0:
+        np.lib.format.open_memmap(path, mode='w+', dtype=np.float16, shape=(n, h, w)).flush()
+        done_file.write_text('0')
+    out = np.load(path, mmap_mode='r+')
+    device = next(teacher.parameters()).device
+    for a in range(start, n, batch):
+        b = min(n, a + batch)
+        lr = [
+            torch.from_numpy(np.asarray(arrs[k][a:b], np.float32)).permute(0, 3, 1, 2).to(device)
+            for k in ('left', 'right')
+        ]
+        with torch.no_grad():
+            d = teacher(*lr, iters=iters)
+        out[a:b] = d[:, 0].cpu().numpy().astype(np.float16)
+        if b % (25 * batch) == 0 or b == n:
+            out.flush()
+            done_file.write_text(str(b))
+            if progress:
+                progress(f'teacher on {Path(cache_dir).name}: {b}/{n} scenes')
+    out.flush()
+    done_file.unlink()
+    return path
+
+
 class CropDataset:
     """Random crops of cached scenes -> dict of float tensors.
 
@@ -122,12 +173,24 @@ class CropDataset:
     inside the disparity range (their disparity is exact in rendered scenes, so the network can
     learn to fill occlusions from the background, as real ground truth such as Middlebury's scores
     them), 0 else. `cache_dir` may be a list of caches (same scene size): indices run over their
-    concatenation.
+    concatenation. `teacher`: one teacher-cache file per cache (build_teacher_cache): every crop
+    then also has 'teacher' [1,h,w], the teacher's disparity cut the same way.
     """
 
-    def __init__(self, cache_dir, crop=(160, 288), max_disp=128, vflip=0.5, occluded_weight=0.0):
+    def __init__(
+        self,
+        cache_dir,
+        crop=(160, 288),
+        max_disp=128,
+        vflip=0.5,
+        occluded_weight=0.0,
+        teacher=None,
+    ):
         dirs = [cache_dir] if isinstance(cache_dir, (str, os.PathLike)) else list(cache_dir)
         self.parts = [load_cache(d) for d in dirs]
+        self.teacher = None if teacher is None else [np.load(t, mmap_mode='r') for t in teacher]
+        if self.teacher is not None and len(self.teacher) != len(self.parts):
+            raise ValueError('one teacher cache per scene cache')
         self.meta = self.parts[0][0]
         self.offsets = np.cumsum([0] + [m['n'] for m, _ in self.parts])
         self.crop = tuple(crop)
@@ -160,21 +223,26 @@ class CropDataset:
             arrs['disp'][sl], np.float32
         )  # a copy: the cache is a read-only memory map
         occ = np.asarray(arrs['occ'][sl])
+        teacher = None if self.teacher is None else np.asarray(self.teacher[part][sl], np.float32)
         if rng.random() < self.vflip:
             left, right, disp, occ = left[::-1], right[::-1], disp[::-1], occ[::-1]
+            teacher = None if teacher is None else teacher[::-1]
         in_range = (disp < self.max_disp) & (disp >= 0)
         valid = ~occ & in_range
         weight = valid.astype(np.float32)
         if self.occluded_weight > 0:
             weight[occ & in_range] = self.occluded_weight
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        return {
+        item = {
             'left': t(left).permute(2, 0, 1),
             'right': t(right).permute(2, 0, 1),
             'disp': t(disp)[None],
             'valid': t(valid)[None],
             'weight': t(weight)[None],
         }
+        if teacher is not None:
+            item['teacher'] = t(teacher)[None]
+        return item
 
     def batch(self, indices, rng):
         import torch

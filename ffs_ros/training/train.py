@@ -61,6 +61,9 @@ DEFAULT_TRAIN = {
     # distil on the first k crops of every batch only (None: all): the teacher's forward pass
     # costs about 3x the fast student's training step on the dev CPU
     'teacher_batch': None,
+    # run the teacher once per whole scene before training and keep its disparities beside each
+    # scene cache (resumable): every crop gets a teacher target, no teacher pass per step
+    'teacher_cache': False,
 }
 # parameters a fine-tune may add to an --init checkpoint: modules whose fresh initialisation has a
 # negligible
@@ -280,7 +283,22 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
         if tcfg['teacher']
         else None
     )
-    ds = CropDataset(caches, tcfg['crop'], model.max_disp, occluded_weight=tcfg['occluded_weight'])
+    teacher_files = None
+    if teacher is not None and tcfg['teacher_cache']:
+        from .data import build_teacher_cache
+
+        teacher_files = [
+            build_teacher_cache(c, teacher, tcfg['teacher'], tcfg['teacher_iters'], progress=log)
+            for c in caches
+        ]
+        teacher = None  # its answers are in the caches now
+    ds = CropDataset(
+        caches,
+        tcfg['crop'],
+        model.max_disp,
+        occluded_weight=tcfg['occluded_weight'],
+        teacher=teacher_files,
+    )
     frozen = freeze_except(model, tcfg['trainable'])
     if frozen:
         log(
@@ -377,12 +395,16 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                 loss = sequence_loss(
                     o, b['disp'], b['weight'], tcfg['iter_gamma'], tcfg['init_weight']
                 )
-                if teacher is not None:
-                    k = tcfg['teacher_batch'] or b['left'].shape[0]
-                    with torch.no_grad():
-                        t_disp = teacher(
-                            b['left'][:k], b['right'][:k], iters=tcfg['teacher_iters']
-                        )
+                if teacher is not None or 'teacher' in b:
+                    k = b['left'].shape[0] if 'teacher' in b else tcfg['teacher_batch']
+                    k = k or b['left'].shape[0]
+                    if 'teacher' in b:
+                        t_disp = b['teacher']
+                    else:
+                        with torch.no_grad():
+                            t_disp = teacher(
+                                b['left'][:k], b['right'][:k], iters=tcfg['teacher_iters']
+                            )
                     loss_t = teacher_loss(
                         {'final': o['final'][:k], 'init': o['init'][:k]},
                         t_disp,
@@ -413,7 +435,7 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
                         'epe_init': round(epe0, 3),
                         **(
                             {'loss_teacher': round(loss_t.item(), 4)}
-                            if teacher is not None
+                            if teacher is not None or 'teacher' in b
                             else {}
                         ),
                         'lr': float(opt.param_groups[0]['lr']),
