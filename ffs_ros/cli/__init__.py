@@ -26,6 +26,7 @@ COMMANDS = {
     ),
     'export': ('ffs_ros.cli.export', 'export a trained checkpoint to the two-stage ONNX contract'),
     'train': ('ffs_ros.cli.train', 'train our own FFS-family model on generated scenes'),
+    'prune': ('ffs_ros.cli.prune', 'structured pruning of a checkpoint (then fine-tune it)'),
     'eval': ('ffs_ros.cli.eval', 'accuracy (EPE, bad-1/2, D1) against ground truth, beside SGBM'),
 }
 

@@ -29,6 +29,7 @@ from .refine import ContextNet, GeometryLookup, UpdateBlock
 from .upsample import ConvexUpsampler
 from .upsample4 import Convex4Upsampler
 from .volume import ConcatVolume, build_gwc
+from .widths import shrink
 
 FEATURE_NAMES = (
     'features_left_04',
@@ -66,6 +67,8 @@ DEFAULT_CONFIG = {
     'ctx_mid': 64,  # ContextNet's inner width
     'upsampler': 'guided',  # 'guided' (upsample.py, head at 1/2) or 'convex4' (upsample4.py)
     'up_mid': 48,  # 'convex4' head width
+    # structured pruning: {first conv path: width} of inner widths shrunk (model/widths.py)
+    'pruned': {},
 }
 
 # the keys above added with the block choices (older checkpoints: the defaults, ffs_small's blocks)
@@ -81,6 +84,7 @@ BLOCK_CHOICES = (
     'ctx_mid',
     'upsampler',
     'up_mid',
+    'pruned',
 )
 AGGREGATIONS = ('axial3d', '2d')
 UPSAMPLERS = ('guided', 'convex4')
@@ -185,6 +189,8 @@ class FFSSmall(nn.Module):
             self.upsampler = ConvexUpsampler(hidden, stem_ch, cfg['guide_ch'])
         else:
             self.upsampler = Convex4Upsampler(hidden, stem_ch, cfg['up_mid'])
+        if cfg['pruned']:
+            shrink(self, cfg['pruned'])  # a pruned model: its inner widths as recorded
 
     # ---- stage 1 ----
     def features(self, left, right):

@@ -254,9 +254,19 @@ def train(cfg: dict, out_dir, resume: bool = False, log=print, max_steps=None, i
             )
         load_cache(path)
         caches.append(str(path))
-    model = FFSSmall(cfg.get('model'))
+    model_cfg = dict(cfg.get('model') or {})
+    ck = None
     if init is not None and not resume:
         ck = torch.load(init, map_location='cpu', weights_only=False)
+        # a pruned checkpoint (ffs-ros prune) brings its inner widths with its weights
+        if ck.get('config', {}).get('pruned') and not model_cfg.get('pruned'):
+            model_cfg['pruned'] = ck['config']['pruned']
+    if resume and (out / 'latest.pt').is_file() and not model_cfg.get('pruned'):
+        prev = torch.load(out / 'latest.pt', map_location='cpu', weights_only=False)['config']
+        if prev.get('pruned'):  # resuming the fine-tune of a pruned model
+            model_cfg['pruned'] = prev['pruned']
+    model = FFSSmall(model_cfg)
+    if ck is not None:
         try:
             missing, unexpected = model.load_state_dict(ck['state_dict'], strict=False)
         except RuntimeError as e:
