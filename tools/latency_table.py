@@ -125,19 +125,10 @@ def textured_pair(w, h, shift=24, seed=0):
 
 
 def time_matcher(matcher, left, right, iters, warmup):
-    for _ in range(warmup):
-        matcher.match(left, right)
-    rows = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        matcher.match(left, right)
-        rows.append(dict(matcher.last_timings, total=(time.perf_counter() - t0) * 1e3))
-    out = {}
-    for k in rows[0]:
-        vals = [r.get(k, 0.0) for r in rows]
-        out[k] = round(float(np.median(vals)), 2)
-        out[f'min_{k}'] = round(float(np.min(vals)), 2)
-    return out
+    """Return p50 and min of the match call and of each stage (ffs_ros.inference.benchmark)."""
+    from ffs_ros.inference.benchmark import measure
+
+    return {k: round(v, 2) for k, v in measure(matcher, left, right, iters, warmup).items()}
 
 
 def measure_candidate(name, w, h, iters, warmup, threads):

@@ -41,7 +41,19 @@ def neighbours3x3(x):
     return torch.cat([p[..., i: i + h, j: j + w] for i in range(3) for j in range(3)], 1)
 
 
-class ConvexUpsampler(nn.Module):
+class ConvexUpsampling(nn.Module):
+    """What every convex x4 upsampler does with its `weights` and `apply`."""
+
+    def forward(self, disp4, hidden, stem_2x, extra=None):
+        """Return the x4 disparity in pixels (and `extra` [B,1,h,w] upsampled the same way)."""
+        mask = self.weights(disp4, hidden, stem_2x)
+        full = self.apply(mask, disp4 * 4.0)
+        if extra is None:
+            return full
+        return full, self.apply(mask, extra)
+
+
+class ConvexUpsampler(ConvexUpsampling):
     def __init__(self, hidden, stem_ch, guide_ch=0, guide_width=32):
         super().__init__()
         self.head = nn.Sequential(
@@ -101,11 +113,3 @@ class ConvexUpsampler(nn.Module):
         """Upsample [B,1,h,w] x4 with convex weights `mask` -> [B,1,4h,4w] (values unchanged)."""
         up = (mask * up2_nearest(neighbours3x3(x4)).unsqueeze(2)).sum(1)  # [B,4,2h,2w]
         return F.pixel_shuffle(up, 2)
-
-    def forward(self, disp4, hidden, stem_2x, extra=None):
-        """Return the x4 disparity in pixels (and `extra` [B,1,h,w] upsampled the same way)."""
-        mask = self.weights(disp4, hidden, stem_2x)
-        full = self.apply(mask, disp4 * 4.0)
-        if extra is None:
-            return full
-        return full, self.apply(mask, extra)

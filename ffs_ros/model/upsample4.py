@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .upsample import neighbours3x3
+from .upsample import ConvexUpsampling, neighbours3x3
 
 
 def softmax9(logits):
@@ -34,7 +34,7 @@ def softmax9(logits):
     return e / total.unsqueeze(1)
 
 
-class Convex4Upsampler(nn.Module):
+class Convex4Upsampler(ConvexUpsampling):
     def __init__(self, hidden, stem_ch, mid=48):
         super().__init__()
         self.stem_in = nn.Conv2d(stem_ch, mid, 2, stride=2)  # learned space-to-depth of stem_2x
@@ -57,11 +57,3 @@ class Convex4Upsampler(nn.Module):
         """Upsample [B,1,h,w] x4 with convex weights `mask` -> [B,1,4h,4w] (values unchanged)."""
         up = (mask * neighbours3x3(x4).unsqueeze(2)).sum(1)  # [B,16,h,w]
         return F.pixel_shuffle(up, 4)
-
-    def forward(self, disp4, hidden, stem_2x, extra=None):
-        """Return the x4 disparity in pixels (and `extra` [B,1,h,w] upsampled the same way)."""
-        mask = self.weights(disp4, hidden, stem_2x)
-        full = self.apply(mask, disp4 * 4.0)
-        if extra is None:
-            return full
-        return full, self.apply(mask, extra)
