@@ -65,3 +65,23 @@ def test_perfect_matcher_scores_zero():
     table = {p.left.tobytes(): p.gt for p in pairs}
     rows, mean = ev.evaluate_matcher(lambda lft, r: table[lft.tobytes()], pairs)
     assert mean['epe'] == 0.0 and mean['bad2'] == 0.0 and len(rows) == 2
+
+
+def test_eval_cli_passes_matcher_options(tmp_path, capsys):
+    """`ffs-ros eval -o KEY=VALUE` runs the model with that load_matcher option (as bench does)."""
+    from test_inference_models import make_two_stage
+
+    from ffs_ros.cli import main
+
+    make_two_stage(tmp_path / 'm', 64, 96, 32, dynamic=True)
+    base = ['eval', '--model', str(tmp_path / 'm'), '--datasets', 'synthetic']
+    base += ['--synthetic-n', '1', '--no-sgbm', '--confidence', 'none']
+    assert main(base + ['-o', 'net_size=[128,160]']) == 0
+    out = capsys.readouterr().out
+    assert 'net_size=[128,160]' in out and 'synthetic' in out  # the row names the option
+    assert main(base + ['-o', 'net_size=[100,160]']) == 2
+    assert 'must be multiples of 32' in capsys.readouterr().out
+    assert main(base + ['-o', 'net_size']) == 2
+    assert 'KEY=VALUE' in capsys.readouterr().out
+    assert main(base + ['--direct-torch', '-o', 'net_size=[128,160]']) == 2
+    assert 'drop it or --direct-torch' in capsys.readouterr().out

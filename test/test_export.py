@@ -130,12 +130,18 @@ def test_export_rejects_sizes_not_multiple_of_32(tmp_path):
         export_two_stage(build_model(TINY), tmp_path, 60, 96)
 
 
-def test_fast_blocks_export_with_symbolic_sizes(tmp_path):
-    """The fast tier's blocks (2D aggregation, no GRU, convex4) export; torch == ORT at 2 sizes."""
+@pytest.mark.parametrize('local_refine', [0, 8])
+def test_fast_blocks_export_with_symbolic_sizes(tmp_path, local_refine):
+    """The fast tier's blocks export; torch == ORT at 2 sizes.
+
+    2D aggregation, no GRU, convex4 upsampling, with and without the local refinement.
+    """
     from test_model import TINY_FAST
 
     torch.manual_seed(0)
-    model = build_model(TINY_FAST).eval()
+    model = build_model(dict(TINY_FAST, local_refine=local_refine)).eval()
+    if local_refine:  # its zero-initialised output layer would hide a broken export
+        torch.nn.init.normal_(model.local_refine.out.weight, std=0.1)
     export_two_stage(model, tmp_path, 64, 96, dynamic=True)
     cfg = yaml.safe_load((tmp_path / 'onnx.yaml').read_text())
     assert cfg['valid_iters'] == 0 and cfg['cv_group'] == 4

@@ -321,3 +321,31 @@ def test_corr_skip_starts_as_winner_take_all():
         feats = [torch.randn(1, 16, 8 // s, 8 // s) for s in (1, 2, 4, 8)]
         _, logits, _ = agg(vol, *feats)
     assert torch.allclose(logits, CORR_SKIP_SCALE * vol.mean(1), atol=1e-5)
+
+
+def test_local_refine_reads_the_bins_around_the_estimate_and_starts_with_no_effect():
+    from ffs_ros.model.refine_local import sample_bins
+
+    prob = torch.zeros(1, 8, 1, 2)
+    prob[0, 3] = 1.0  # all mass in bin 3
+    disp4 = torch.tensor([3.0, 2.5]).view(1, 1, 1, 2)
+    s = sample_bins(prob, disp4, range(-2, 3))[0, :, 0]  # [5, 2]
+    assert torch.allclose(s[:, 0], torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0]))
+    assert torch.allclose(s[:, 1], torch.tensor([0.0, 0.0, 0.5, 0.5, 0.0]))  # between bins
+    # added to a trained network (ffs-ros train --init), it computes exactly as before
+    torch.manual_seed(0)
+    base = build_model(TINY_FAST).eval()
+    m = build_model(dict(TINY_FAST, local_refine=8)).eval()
+    missing, unexpected = m.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith('local_refine.') for k in missing)
+    left, right = _pair(seed=4)
+    with torch.no_grad():
+        assert torch.equal(m(left, right), base(left, right))
+        f = m.features(left, right)
+        vol = gwc_volume_torch(f['features_left_04'], f['features_right_04'], 4, 8, True)
+        out = m.post(**f, gwc_volume=vol, return_all=True)
+        torch.nn.init.normal_(m.local_refine.out.weight, std=0.1)
+        moved = m.post(**f, gwc_volume=vol, return_all=True)
+    assert len(out['iters']) == 1 and torch.equal(out['iters'][0], out['init'])
+    assert not torch.allclose(moved['iters'][0], moved['init'])  # the correction is applied
+    assert torch.allclose(moved['final'], m(left, right), atol=1e-5)

@@ -76,6 +76,9 @@ CANDIDATES = {
         'enc_stem': 2,
     },
     'fast_guided_up': {'upsampler': 'guided'},
+    # one correction of the 1/4 disparity from the bins around it (refine_local.py): no GRU
+    'fast_refine16': {'local_refine': 16},
+    'fast_refine32': {'local_refine': 32},
     # refinement: ContextNet + 1 or 2 ConvGRU iterations on the 2D logits
     'fast_it1': {
         'context': 'net',

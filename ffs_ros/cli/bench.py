@@ -18,7 +18,13 @@ import time
 
 import numpy as np
 
-from .common import add_size_arguments, resolve_size, show_defaults
+from .common import (
+    add_option_argument,
+    add_size_arguments,
+    parse_options,
+    resolve_size,
+    show_defaults,
+)
 
 OVERHEAD_STAGES = ('convert', 'depth', 'cloud', 'color', 'serialize')
 DEFAULT_SIZE = (640, 480)  # (width, height)
@@ -55,14 +61,7 @@ def add_arguments(p) -> None:
         default='disparity,depth,cloud',
         help='comma list of outputs to compute: disparity, depth, cloud, color',
     )
-    p.add_argument(
-        '-o',
-        '--option',
-        action='append',
-        default=[],
-        metavar='KEY=VALUE',
-        help='extra load_matcher option (YAML value), repeatable, e.g. -o fp16=true',
-    )
+    add_option_argument(p)
     p.add_argument('--json', default=None, help='write the results as JSON to this path')
     p.add_argument('--seed', type=int, default=0)
 
@@ -264,18 +263,6 @@ def format_table(res: dict) -> str:
     return '\n'.join(lines)
 
 
-def _parse_options(items) -> dict:
-    import yaml
-
-    opts = {}
-    for item in items:
-        if '=' not in item:
-            raise ValueError(f'--option must be KEY=VALUE, got {item!r}')
-        k, v = item.split('=', 1)
-        opts[k.strip()] = yaml.safe_load(v)
-    return opts
-
-
 def run(args) -> int:
     from ffs_ros.inference import load_matcher
     from ffs_ros.pipeline import PipelineConfig, Wanted, tune_allocator
@@ -300,7 +287,7 @@ def run(args) -> int:
             organized_cloud=not args.dense,
             depth_encoding=args.depth_encoding,
         ).validate()
-        options = _parse_options(args.option)
+        options = parse_options(args.option)
         if args.backend == 'sgbm':
             options.setdefault('max_disparity', int(args.max_disparity))
         matcher = load_matcher(

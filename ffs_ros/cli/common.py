@@ -97,3 +97,29 @@ def resolve_size(args, tool: str, default=None, legacy_hxw: bool = False, err=No
     if width <= 0 or height <= 0:
         raise ValueError(f'width and height must be positive, got {width}x{height} (WxH)')
     return width, height
+
+
+def add_option_argument(parser) -> None:
+    """Add the repeatable `-o KEY=VALUE` (a load_matcher option) of bench and eval."""
+    parser.add_argument(
+        '-o',
+        '--option',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='extra load_matcher option (YAML value), repeatable, e.g. -o fp16=true or '
+        '-o net_size=[256,320]',
+    )
+
+
+def parse_options(items) -> dict:
+    """['k=v', ...] -> {k: YAML value}; ValueError naming the form for anything else."""
+    import yaml
+
+    opts = {}
+    for item in items:
+        if '=' not in item:
+            raise ValueError(f'--option must be KEY=VALUE, got {item!r}')
+        k, v = item.split('=', 1)
+        opts[k.strip()] = yaml.safe_load(v)
+    return opts

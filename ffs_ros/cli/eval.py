@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .common import add_option_argument, parse_options
+
 
 def add_arguments(parser):
     parser.add_argument(
@@ -57,11 +59,22 @@ def add_arguments(parser):
         "(every one the model offers) or 'none'",
     )
     parser.add_argument('--threads', type=int, default=2, help='CPU threads for the model')
+    add_option_argument(parser)
     parser.add_argument('--json', default=None, help='also write all rows to this JSON file')
+
+
+def _model_options(args) -> dict:
+    """load_matcher options of the evaluated model: every pixel with ground truth is scored."""
+    opts = {'remove_invisible': False}  # SGBM keeps its own invalids
+    if args.backend == 'onnxruntime':
+        opts['threads'] = args.threads
+    return opts | parse_options(args.option)
 
 
 def _model_matcher(args):
     if args.direct_torch:
+        if args.option:
+            raise ValueError('--option sets inference-pipeline options; drop it or --direct-torch')
         from ffs_ros.model import load_model
         from ffs_ros.training.evaluate import TorchModelMatcher
 
@@ -74,13 +87,9 @@ def _model_matcher(args):
         ), f'{Path(args.model).stem} torch ({"default" if args.iters is None else args.iters} it)'
     from ffs_ros.inference import load_matcher
 
-    opts = {
-        'remove_invisible': False
-    }  # score every pixel with ground truth; SGBM keeps its own invalids
-    if args.backend == 'onnxruntime':
-        opts['threads'] = args.threads
-    m = load_matcher(args.model, backend=args.backend, **opts)
-    return m, f'{m.info.backend}:{(args.model or "default")}'[-28:]
+    m = load_matcher(args.model, backend=args.backend, **_model_options(args))
+    label = f'{m.info.backend}:{(args.model or "default")}'[-28:]
+    return m, ' '.join([label, *args.option])
 
 
 def run(args) -> int:
@@ -170,9 +179,7 @@ def _confidence(args, names, sources, rows_all) -> list:
     from ffs_ros.inference.confidence import lr_difference, mirrored
     from ffs_ros.training import evaluate as ev
 
-    opts = {'remove_invisible': False}
-    if args.backend == 'onnxruntime':
-        opts['threads'] = args.threads
+    opts = _model_options(args)
     results = []
     for source in sources:
         conf_source = 'auto' if source == 'lr_check' else source

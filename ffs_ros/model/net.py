@@ -26,6 +26,7 @@ from .aggregate2d import Aggregation2d
 from .backbone import FeatureNet
 from .filtering import CostFilter
 from .refine import ContextNet, GeometryLookup, UpdateBlock
+from .refine_local import LocalRefine
 from .upsample import ConvexUpsampler
 from .upsample4 import Convex4Upsampler
 from .volume import ConcatVolume, build_gwc
@@ -67,6 +68,7 @@ DEFAULT_CONFIG = {
     'ctx_mid': 64,  # ContextNet's inner width
     'upsampler': 'guided',  # 'guided' (upsample.py, head at 1/2) or 'convex4' (upsample4.py)
     'up_mid': 48,  # 'convex4' head width
+    'local_refine': 0,  # width of the 1/4 disparity correction (refine_local.py); 0 = none
     # structured pruning: {first conv path: width} of inner widths shrunk (model/widths.py)
     'pruned': {},
 }
@@ -84,6 +86,7 @@ BLOCK_CHOICES = (
     'ctx_mid',
     'upsampler',
     'up_mid',
+    'local_refine',
     'pruned',
 )
 AGGREGATIONS = ('axial3d', '2d')
@@ -184,6 +187,9 @@ class FFSSmall(nn.Module):
             self.update = UpdateBlock(lookup_ch, cfg['hidden'], cfg['ctx'])
         else:
             self.lookup = self.update = None
+        self.local_refine = (
+            LocalRefine(hidden, cfg['local_refine']) if cfg['local_refine'] else None
+        )
         stem_ch = cfg['enc'][0] if cfg['shared_stem'] else cfg['stem_ch']
         if cfg['upsampler'] == 'guided':
             self.upsampler = ConvexUpsampler(hidden, stem_ch, cfg['guide_ch'])
@@ -245,6 +251,10 @@ class FFSSmall(nn.Module):
             h, ctx = agg_feat[0], None
         else:
             h, ctx = self.context(features_left_04)
+        if self.local_refine is not None:
+            disp = disp + self.local_refine(h, prob, disp)
+            if return_all:
+                preds.append(disp)
         pyr = self.lookup.build(geo, features_left_04, features_right_04) if iters else None
         for _ in range(iters):
             looked = self.lookup(pyr, disp.detach() if self.training else disp)

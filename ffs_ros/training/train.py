@@ -69,7 +69,7 @@ DEFAULT_TRAIN = {
 # negligible
 # effect (the upsampler's guide: ~0.01 px), so the initialised model computes what the checkpoint
 # did
-INIT_MAY_ADD = ('upsampler.guide',)
+INIT_MAY_ADD = ('upsampler.guide', 'local_refine.')  # blocks that start with no effect
 DEFAULT_DATA = {
     'cache': 'data_cache/train_v1',
     'n': 4000,
