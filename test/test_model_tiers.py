@@ -62,9 +62,14 @@ def test_gpu_guess():
     assert runs_on_gpu('onnxruntime', 'cuda:1') and not runs_on_gpu('torch', 'cpu')
 
 
-def test_shipped_layout():
-    """The repository ships models/<tier folder>/ (setup.py installs every tier folder)."""
+def test_shipped_layout_and_defaults(monkeypatch):
+    """The repository ships both tiers (setup.py installs every tier folder); fast on a CPU."""
+    monkeypatch.delenv('FFS_ROS_MODEL_DIR', raising=False)
     root = Path(__file__).resolve().parent.parent / 'models'
-    assert (root / 'ffs_small' / 'feature_runner.onnx').is_file()
-    assert (root / 'ffs_small' / 'ffs_small.pt').is_file()
+    for sub in MODEL_TIERS.values():
+        assert (root / sub / 'feature_runner.onnx').is_file()
+        assert (root / sub / f'{sub}.pt').is_file()
     assert not list(root.glob('*.onnx'))  # nothing left at the top of models/
+    assert resolve_model_path(None) == root / 'ffs_fast'
+    assert resolve_model_path('', on_gpu=True) == root / 'ffs_small'
+    assert resolve_model_path('fast') == root / 'ffs_fast'

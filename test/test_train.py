@@ -128,18 +128,26 @@ def test_finetune_of_named_modules_from_a_checkpoint_without_the_guide(tmp_path)
         train(wrong, tmp_path / 'c', log=quiet)
 
 
-# each --init from the one before; the last one is shipped
-RECIPES = ['train.yaml', 'train_stage2.yaml', 'train_stage3.yaml']
+# each --init from the one before; the last one is shipped (models/README.md)
+RECIPES = {
+    'ffs_small': ['train.yaml', 'train_stage2.yaml', 'train_stage3.yaml'],
+    'ffs_fast': ['train_fast.yaml', 'train_fast_stage2.yaml'],
+}
+# keys a stage may add with no effect on the weights it starts from (new blocks start at zero)
+# or that are inference settings
+ADDED_LATER = ('guide_ch', 'local_refine')
 
 
-@pytest.mark.parametrize('stage', range(len(RECIPES)))
-def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
+@pytest.mark.parametrize(
+    'model_name, stage', [(m, i) for m, stages in RECIPES.items() for i in range(len(stages))]
+)
+def test_shipped_recipes_are_valid_for_the_shipped_models(model_name, stage):
     """The commands in models/README.md must run.
 
     Every key is known, scene options exist in the generator, the last stage builds the
     architecture of the shipped checkpoint, and each earlier stage one that --init can start the
-    next from (equal up to the inference-time valid_iters, or missing only the next stage's guide
-    term).
+    next from (equal up to the inference-time valid_iters, or missing only blocks the next stage
+    adds with no initial effect).
     """
     import inspect
     from pathlib import Path
@@ -149,9 +157,10 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
     from ffs_ros.model import checkpoint_config
     from ffs_ros.model.net import DEFAULT_CONFIG
     from ffs_ros.synth import render_scene
-    from ffs_ros.training.train import DEFAULT_DATA, DEFAULT_TRAIN, merge
+    from ffs_ros.training.train import DEFAULT_DATA, DEFAULT_TRAIN, INIT_MAY_ADD, merge
 
     root = Path(__file__).resolve().parent.parent
+    recipes = RECIPES[model_name]
 
     def model_of(recipe):
         cfg = yaml.safe_load((root / 'config' / recipe).read_text())
@@ -163,23 +172,24 @@ def test_shipped_recipes_are_valid_for_the_shipped_model(stage):
                 assert set(e.get('scene_opts', {})) <= scene_params, e
         return merge(DEFAULT_CONFIG, cfg['model'], 'model')
 
-    model = model_of(RECIPES[stage])
-    if stage == len(RECIPES) - 1:
+    model = model_of(recipes[stage])
+    if stage == len(recipes) - 1:
         shipped = torch.load(
-            root / 'models' / 'ffs_small' / 'ffs_small.pt',
+            root / 'models' / model_name / f'{model_name}.pt',
             map_location='cpu',
             weights_only=False,
         )['config']
         assert model == checkpoint_config(shipped)
     else:
-        nxt = model_of(RECIPES[stage + 1])
+        nxt = model_of(recipes[stage + 1])
 
-        # valid_iters: an inference setting, not part of the weights
-        def weights(c):
-            return {k: v for k, v in c.items() if k not in ('guide_ch', 'valid_iters')}
+        def weights(c):  # valid_iters: an inference setting, not part of the weights
+            return {k: v for k, v in c.items() if k not in ADDED_LATER + ('valid_iters',)}
 
         assert weights(model) == weights(nxt)
-        assert model['guide_ch'] in (0, nxt['guide_ch'])
+        for key in ADDED_LATER:
+            assert model[key] in (0, nxt[key]), key
+        assert {'upsampler.guide', 'local_refine.'} <= set(INIT_MAY_ADD)
 
 
 def test_distillation_from_a_teacher_checkpoint(tmp_path):
