@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from .common import MODEL_HELP
+
 OUTPUT_TOPICS = {
     'disparity': ('/disparity', 'stereo_msgs/msg/DisparityImage'),
     'depth': ('/depth/image_rect', 'sensor_msgs/msg/Image'),
@@ -48,7 +50,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         '--backend', default='auto', help='matcher backend (default auto: the shipped model)'
     )
-    p.add_argument('--model', default=None, help='model path (default: the shipped model)')
+    p.add_argument('--model', default=None, help=MODEL_HELP)
     p.add_argument('--device', default=None)
     p.add_argument(
         '--outputs',

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from .common import (
+    MODEL_HELP,
     add_option_argument,
     add_size_arguments,
     parse_options,
@@ -34,7 +35,7 @@ def add_arguments(p) -> None:
     show_defaults(p)
     p.add_argument('--backend', default='sgbm', help='matcher backend (default sgbm)')
     p.add_argument(
-        '--model', default=None, help='model path (network backends; default: the shipped model)'
+        '--model', default=None, help=MODEL_HELP
     )
     p.add_argument(
         '--device', default=None, help="device for network backends ('cpu', 'cuda:0', ...)"

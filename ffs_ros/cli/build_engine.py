@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import sys
 
-from .common import add_size_arguments, resolve_size, show_defaults
+from .common import MODEL_HELP, add_size_arguments, resolve_size, show_defaults
 
 
 def add_arguments(p) -> None:
     show_defaults(p)
     p.add_argument(
-        '--model', default=None, help='model directory or .onnx (default: the shipped model)'
+        '--model', default=None, help=MODEL_HELP
     )
     p.add_argument('--precision', default='fp16', choices=('fp16', 'fp32'))
     p.add_argument(

@@ -11,6 +11,10 @@ import argparse
 import sys
 
 SIZE_GROUP = 'size (width x height, the same order in every ffs-ros tool)'
+MODEL_HELP = (
+    "'fast' or 'accurate' (the shipped tiers) or a model directory / file; default: the tier for "
+    'the device (fast on a CPU, accurate on a GPU)'
+)
 
 
 class HelpFormatter(argparse.HelpFormatter):

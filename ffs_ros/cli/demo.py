@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from .common import MODEL_HELP
+
 NAMESPACE = '/ffs_demo'
 WARMUP_PAIRS = 50
 
@@ -34,7 +36,7 @@ def add_arguments(p) -> None:
         help="stereo backend (default: the node's default, 'auto' = shipped model, else sgbm)",
     )
     p.add_argument(
-        '--model', default='', help='model path for network backends (default: shipped model)'
+        '--model', default='', help=MODEL_HELP
     )
     p.add_argument('--size', default='640x480', help='image size WxH (default 640x480)')
     p.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz (default 10)')

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_option_argument, parse_options
+from .common import MODEL_HELP, add_option_argument, parse_options
 
 
 def add_arguments(parser):
     parser.add_argument(
         '--model',
         default=None,
-        help='model dir / .onnx / .pt (default: the shipped model in models/)',
+        help=MODEL_HELP + ' (--direct-torch: the accurate checkpoint)',
     )
     parser.add_argument(
         '--backend', default='auto', help='auto, onnxruntime, torch, tensorrt (model backend)'

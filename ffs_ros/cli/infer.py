@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from .common import MODEL_HELP
+
 # the swapped-pair check runs a second, swapped pass only when the first looks poor: fewer valid
 # pixels than SWAP_CHECK_VALID or a match error (match_error()) above SWAP_CHECK_ERROR
 SWAP_CHECK_VALID = 0.5
@@ -36,7 +38,7 @@ def add_arguments(p) -> None:
     p.add_argument('--left', required=True, help='left (reference) rectified image file')
     p.add_argument('--right', required=True, help='right rectified image file')
     p.add_argument(
-        '--model', default=None, help='model directory/file (default: the shipped model)'
+        '--model', default=None, help=MODEL_HELP
     )
     p.add_argument(
         '--backend', default='auto', help='auto, onnxruntime, torch, tensorrt or sgbm'
